@@ -1,0 +1,115 @@
+import { z } from 'zod'
+
+// The runtime interface of ../shared/contract/RUNTIME.md, validated once at
+// start-up. A bad value stops start-up with a message naming the variable.
+
+const optionalString = z
+  .string()
+  .optional()
+  .transform((v) => (v === undefined || v.trim() === '' ? undefined : v))
+
+const intInRange = (min: number, max: number, fallback: number) =>
+  z
+    .string()
+    .optional()
+    .transform((v, ctx) => {
+      if (v === undefined || v.trim() === '') return fallback
+      if (!/^\d+$/.test(v.trim())) {
+        ctx.addIssue({ code: 'custom', message: `must be a whole number between ${min} and ${max}` })
+        return z.NEVER
+      }
+      const n = Number(v)
+      if (n < min || n > max) {
+        ctx.addIssue({ code: 'custom', message: `must be between ${min} and ${max}` })
+        return z.NEVER
+      }
+      return n
+    })
+
+const urlWithProtocols = (protocols: string[]) =>
+  optionalString.refine(
+    (v) => {
+      if (v === undefined) return true
+      try {
+        return protocols.includes(new URL(v).protocol)
+      } catch {
+        return false
+      }
+    },
+    { message: `must be a URL starting with ${protocols.map((p) => `${p}//`).join(' or ')}` },
+  )
+
+const envSchema = z
+  .object({
+    NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
+    PORT: intInRange(0, 65535, 4000),
+    HOST: z.string().min(1).default('0.0.0.0'),
+    DATABASE_URL: urlWithProtocols(['postgres:', 'postgresql:']),
+    DATABASE_POOL_MAX: intInRange(1, 200, 10),
+    PGLITE_DIR: z.string().min(1).default('./.data/pglite'),
+    REDIS_URL: urlWithProtocols(['redis:', 'rediss:']),
+    JWT_SECRET: optionalString.refine((v) => v === undefined || v.length >= 32, {
+      message: 'must be at least 32 characters',
+    }),
+    JWT_ISSUER: optionalString,
+    JWT_AUDIENCE: optionalString,
+    STRIPE_SECRET_KEY: optionalString,
+    STRIPE_WEBHOOK_SECRET: optionalString,
+    STRIPE_API_BASE: urlWithProtocols(['http:', 'https:']),
+    PAYPAL_CLIENT_ID: optionalString,
+    PAYPAL_CLIENT_SECRET: optionalString,
+    PAYPAL_WEBHOOK_ID: optionalString,
+    PAYPAL_ENV: z.enum(['sandbox', 'live']).default('live'),
+    PAYPAL_API_BASE: urlWithProtocols(['http:', 'https:']),
+    LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    // Ledger: how many postings one coalesced database transaction may carry.
+    LEDGER_BATCH_MAX: intInRange(1, 5000, 500),
+  })
+  .superRefine((env, ctx) => {
+    if (env.NODE_ENV === 'production' && env.JWT_SECRET === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['JWT_SECRET'], message: 'is required when NODE_ENV=production' })
+    }
+  })
+
+export type Config = ReturnType<typeof toConfig>
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError'
+}
+
+function toConfig(env: z.infer<typeof envSchema>) {
+  return {
+    env: env.NODE_ENV,
+    http: { port: env.PORT, host: env.HOST },
+    database: env.DATABASE_URL
+      ? ({ kind: 'postgres', url: env.DATABASE_URL, poolMax: env.DATABASE_POOL_MAX } as const)
+      : ({ kind: 'pglite', dir: env.PGLITE_DIR } as const),
+    redisUrl: env.REDIS_URL,
+    jwt: { secret: env.JWT_SECRET, issuer: env.JWT_ISSUER, audience: env.JWT_AUDIENCE },
+    stripe: {
+      secretKey: env.STRIPE_SECRET_KEY,
+      webhookSecret: env.STRIPE_WEBHOOK_SECRET,
+      apiBase: env.STRIPE_API_BASE,
+    },
+    paypal: {
+      clientId: env.PAYPAL_CLIENT_ID,
+      clientSecret: env.PAYPAL_CLIENT_SECRET,
+      webhookId: env.PAYPAL_WEBHOOK_ID,
+      apiBase:
+        env.PAYPAL_API_BASE ??
+        (env.PAYPAL_ENV === 'sandbox' ? 'https://api-m.sandbox.paypal.com' : 'https://api-m.paypal.com'),
+    },
+    logLevel: env.LOG_LEVEL,
+    ledger: { batchSizeMax: env.LEDGER_BATCH_MAX },
+  }
+}
+
+/** Reads and validates the environment; throws a ConfigError naming every bad variable. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const parsed = envSchema.safeParse(env)
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((issue) => `  ${issue.path.join('.')}: ${issue.message}`)
+    throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`)
+  }
+  return toConfig(parsed.data)
+}

@@ -1,0 +1,81 @@
+import { mkdirSync } from 'node:fs'
+import { PGlite } from '@electric-sql/pglite'
+import { sql } from 'drizzle-orm'
+import type { PgAsyncDatabase, PgAsyncTransaction } from 'drizzle-orm/pg-core/async'
+import type { PgQueryResultHKT } from 'drizzle-orm/pg-core/session'
+import { drizzle as drizzlePglite } from 'drizzle-orm/pglite'
+import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js'
+import postgres from 'postgres'
+import type { Config } from '../config.js'
+import { type Relations, relations } from './relations.js'
+
+/** The drizzle database, whichever driver is underneath. */
+export type Db = PgAsyncDatabase<PgQueryResultHKT, Relations>
+export type Tx = PgAsyncTransaction<PgQueryResultHKT, Relations>
+/** A database handle or an open transaction: code that only reads or writes takes either. */
+export type DbOrTx = Db | Tx
+
+export interface Database {
+  readonly kind: 'postgres' | 'pglite'
+  readonly db: Db
+  /** True when the database answers; never throws. */
+  ping(): Promise<boolean>
+  close(): Promise<void>
+}
+
+export type DatabaseConfig = Config['database']
+
+export async function openDatabase(config: DatabaseConfig): Promise<Database> {
+  return config.kind === 'postgres' ? openPostgres(config.url, config.poolMax) : openPglite(config.dir)
+}
+
+/** Options that matter for a ledger, set explicitly rather than left to defaults. */
+export function postgresOptions(poolMax: number): postgres.Options<Record<string, postgres.PostgresType>> {
+  return {
+    max: poolMax,
+    idle_timeout: 30,
+    connect_timeout: 10,
+    max_lifetime: 60 * 30,
+    onnotice: () => {},
+    connection: {
+      application_name: 'giftledger',
+      // A request never waits forever on a lock or a runaway query; a
+      // forgotten open transaction never holds account locks for long.
+      statement_timeout: 30_000,
+      lock_timeout: 10_000,
+      idle_in_transaction_session_timeout: 60_000,
+    },
+  }
+}
+
+function openPostgres(url: string, poolMax: number): Database {
+  const client = postgres(url, postgresOptions(poolMax))
+  const db = drizzlePostgres({ client, relations }) as unknown as Db
+  return {
+    kind: 'postgres',
+    db,
+    ping: () => pingDb(db),
+    close: () => client.end({ timeout: 5 }),
+  }
+}
+
+async function openPglite(dir: string): Promise<Database> {
+  if (!dir.startsWith('memory://')) mkdirSync(dir, { recursive: true })
+  const client = await PGlite.create(dir)
+  const db = drizzlePglite({ client, relations }) as unknown as Db
+  return {
+    kind: 'pglite',
+    db,
+    ping: () => pingDb(db),
+    close: () => client.close(),
+  }
+}
+
+async function pingDb(db: Db): Promise<boolean> {
+  try {
+    await db.execute(sql`select 1`)
+    return true
+  } catch {
+    return false
+  }
+}

@@ -1,0 +1,201 @@
+import { sql } from 'drizzle-orm'
+import {
+  bigint,
+  boolean,
+  check,
+  foreignKey,
+  index,
+  integer,
+  jsonb,
+  pgEnum,
+  pgTable,
+  primaryKey,
+  text,
+  timestamp,
+  uniqueIndex,
+  uuid,
+} from 'drizzle-orm/pg-core'
+
+// Every amount is a bigint in the smallest step of its unit (a coin, a cent).
+// Timestamps keep microseconds (`mode: 'string'` where they feed cursors).
+
+const amount = (name: string) => bigint(name, { mode: 'bigint' })
+const createdAt = () => timestamp('created_at', { withTimezone: true }).notNull().defaultNow()
+
+// ---- ledger -------------------------------------------------------------
+
+export const accountType = pgEnum('account_type', ['asset', 'liability', 'equity', 'income', 'expense'])
+export const entryDirection = pgEnum('entry_direction', ['debit', 'credit'])
+export const holdStatus = pgEnum('hold_status', ['pending', 'posted', 'voided', 'expired'])
+
+export const ledgerAccounts = pgTable(
+  'ledger_accounts',
+  {
+    id: bigint('id', { mode: 'bigint' }).primaryKey().generatedAlwaysAsIdentity(),
+    code: text('code').notNull(),
+    name: text('name').notNull(),
+    type: accountType('type').notNull(),
+    unit: text('unit').notNull(),
+    ownerId: uuid('owner_id'),
+    allowNegative: boolean('allow_negative').notNull().default(false),
+    // Cached, on the account's normal side (credit-normal: credits - debits).
+    // The database checks it against the last entry's balance_after.
+    balance: amount('balance').notNull().default(0n),
+    debitsTotal: amount('debits_total').notNull().default(0n),
+    creditsTotal: amount('credits_total').notNull().default(0n),
+    // Sum of pending holds on this account; available = balance - held.
+    heldAmount: amount('held_amount').notNull().default(0n),
+    lastSeq: amount('last_seq').notNull().default(0n),
+    createdAt: createdAt(),
+    updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [
+    uniqueIndex('ledger_accounts_code_key').on(t.code),
+    index('ledger_accounts_owner_idx').on(t.ownerId),
+    check('ledger_accounts_code_format', sql`${t.code} ~ '^[a-z0-9_]+(:[A-Za-z0-9_-]+)+$'`),
+    check('ledger_accounts_unit_format', sql`${t.unit} = 'COIN' OR ${t.unit} ~ '^[A-Z]{3}$'`),
+    check('ledger_accounts_totals_nonnegative', sql`${t.debitsTotal} >= 0 AND ${t.creditsTotal} >= 0`),
+    check('ledger_accounts_held_nonnegative', sql`${t.heldAmount} >= 0`),
+    check('ledger_accounts_no_overdraft', sql`${t.allowNegative} OR ${t.balance} >= ${t.heldAmount}`),
+  ],
+)
+
+export const ledgerTransactions = pgTable(
+  'ledger_transactions',
+  {
+    id: bigint('id', { mode: 'bigint' }).primaryKey().generatedAlwaysAsIdentity(),
+    idempotencyKey: text('idempotency_key').notNull(),
+    // sha256 of the canonical request: the same key with other content is refused.
+    requestHash: text('request_hash').notNull(),
+    kind: text('kind').notNull(),
+    description: text('description').notNull().default(''),
+    metadata: jsonb('metadata').notNull().default({}),
+    reversesId: bigint('reverses_id', { mode: 'bigint' }),
+    postedAt: timestamp('posted_at', { withTimezone: true, mode: 'string' }).notNull(),
+    // The database transaction that wrote it (set by trigger): entries may only
+    // be added by that same database transaction.
+    xactId: bigint('xact_id', { mode: 'bigint' }).notNull().default(sql`txid_current()`),
+  },
+  (t) => [
+    uniqueIndex('ledger_transactions_idempotency_key').on(t.idempotencyKey),
+    uniqueIndex('ledger_transactions_reverses_once').on(t.reversesId),
+    index('ledger_transactions_posted_at_idx').on(t.postedAt),
+    index('ledger_transactions_kind_idx').on(t.kind, t.id),
+    check('ledger_transactions_kind_format', sql`${t.kind} ~ '^[a-z][a-z_]{1,39}$'`),
+    check('ledger_transactions_key_length', sql`length(${t.idempotencyKey}) BETWEEN 1 AND 200`),
+    foreignKey({ name: 'ledger_transactions_reverses_fk', columns: [t.reversesId], foreignColumns: [t.id] }),
+  ],
+)
+
+export const ledgerEntries = pgTable(
+  'ledger_entries',
+  {
+    id: bigint('id', { mode: 'bigint' }).primaryKey().generatedAlwaysAsIdentity(),
+    transactionId: bigint('transaction_id', { mode: 'bigint' })
+      .notNull()
+      .references(() => ledgerTransactions.id),
+    accountId: bigint('account_id', { mode: 'bigint' })
+      .notNull()
+      .references(() => ledgerAccounts.id),
+    direction: entryDirection('direction').notNull(),
+    amount: amount('amount').notNull(),
+    unit: text('unit').notNull(),
+    // 1, 2, 3... per account, in posting order; balance_after chains along it.
+    accountSeq: amount('account_seq').notNull(),
+    balanceAfter: amount('balance_after').notNull(),
+    postedAt: timestamp('posted_at', { withTimezone: true, mode: 'string' }).notNull(),
+  },
+  (t) => [
+    uniqueIndex('ledger_entries_account_seq_key').on(t.accountId, t.accountSeq),
+    index('ledger_entries_transaction_idx').on(t.transactionId),
+    index('ledger_entries_account_posted_idx').on(t.accountId, t.postedAt),
+    check('ledger_entries_amount_positive', sql`${t.amount} > 0`),
+    check('ledger_entries_seq_positive', sql`${t.accountSeq} > 0`),
+  ],
+)
+
+export const ledgerHolds = pgTable(
+  'ledger_holds',
+  {
+    id: bigint('id', { mode: 'bigint' }).primaryKey().generatedAlwaysAsIdentity(),
+    idempotencyKey: text('idempotency_key').notNull(),
+    requestHash: text('request_hash').notNull(),
+    kind: text('kind').notNull(),
+    description: text('description').notNull().default(''),
+    metadata: jsonb('metadata').notNull().default({}),
+    // The held account is debited when the hold is posted; the counter account credited.
+    accountId: bigint('account_id', { mode: 'bigint' })
+      .notNull()
+      .references(() => ledgerAccounts.id),
+    counterAccountId: bigint('counter_account_id', { mode: 'bigint' })
+      .notNull()
+      .references(() => ledgerAccounts.id),
+    unit: text('unit').notNull(),
+    amount: amount('amount').notNull(),
+    status: holdStatus('status').notNull().default('pending'),
+    expiresAt: timestamp('expires_at', { withTimezone: true, mode: 'string' }).notNull(),
+    createdAt: timestamp('created_at', { withTimezone: true, mode: 'string' }).notNull().defaultNow(),
+    resolvedAt: timestamp('resolved_at', { withTimezone: true, mode: 'string' }),
+    // The posting that settled it (status = posted).
+    transactionId: bigint('transaction_id', { mode: 'bigint' }).references(() => ledgerTransactions.id),
+  },
+  (t) => [
+    uniqueIndex('ledger_holds_idempotency_key').on(t.idempotencyKey),
+    index('ledger_holds_pending_expiry_idx').on(t.expiresAt).where(sql`${t.status} = 'pending'`),
+    index('ledger_holds_account_idx').on(t.accountId),
+    check('ledger_holds_amount_positive', sql`${t.amount} > 0`),
+    check('ledger_holds_distinct_accounts', sql`${t.accountId} <> ${t.counterAccountId}`),
+  ],
+)
+
+// ---- catalog --------------------------------------------------------------
+
+export const coinPackages = pgTable(
+  'coin_packages',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    sku: text('sku').notNull(),
+    coins: amount('coins').notNull(),
+    bonusCoins: amount('bonus_coins').notNull().default(0n),
+    active: boolean('active').notNull().default(true),
+    sortOrder: integer('sort_order').notNull().default(0),
+    createdAt: createdAt(),
+    updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [
+    uniqueIndex('coin_packages_sku_key').on(t.sku),
+    check('coin_packages_coins_positive', sql`${t.coins} > 0 AND ${t.bonusCoins} >= 0`),
+  ],
+)
+
+export const coinPackagePrices = pgTable(
+  'coin_package_prices',
+  {
+    packageId: uuid('package_id')
+      .notNull()
+      .references(() => coinPackages.id),
+    currency: text('currency').notNull(),
+    amountMinor: amount('amount_minor').notNull(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.packageId, t.currency] }),
+    check('coin_package_prices_currency_format', sql`${t.currency} ~ '^[A-Z]{3}$'`),
+    check('coin_package_prices_amount_positive', sql`${t.amountMinor} > 0`),
+  ],
+)
+
+export const gifts = pgTable(
+  'gifts',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    sku: text('sku').notNull(),
+    name: text('name').notNull(),
+    coinCost: amount('coin_cost').notNull(),
+    imageUrl: text('image_url').notNull(),
+    active: boolean('active').notNull().default(true),
+    sortOrder: integer('sort_order').notNull().default(0),
+    createdAt: createdAt(),
+    updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [uniqueIndex('gifts_sku_key').on(t.sku), check('gifts_coin_cost_positive', sql`${t.coinCost} > 0`)],
+)
