@@ -39,10 +39,8 @@ export async function migrationsApplied(database: Database): Promise<boolean> {
   try {
     const { readMigrationFiles } = await import('drizzle-orm/migrator')
     const expected = readMigrationFiles({ migrationsFolder }).length
-    const rows = await database.db.execute<{ n: string | number }>(
-      sql`select count(*) as n from drizzle.__drizzle_migrations`,
-    )
-    return Number(rowsOf(rows)[0]?.n ?? 0) >= expected
+    const result = await database.db.execute(sql`select count(*) as n from drizzle.__drizzle_migrations`)
+    return Number(rowsOf<{ n: string | number }>(result)[0]?.n ?? 0) >= expected
   } catch {
     return false
   }
