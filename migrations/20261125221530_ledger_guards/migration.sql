@@ -210,34 +210,35 @@ CREATE FUNCTION ledger_accounts_check_update() RETURNS trigger LANGUAGE plpgsql 
 DECLARE
   bad record;
 BEGIN
-  SELECT n.id, n.code, x.reason INTO bad
+  SELECT n.id, n.code,
+         CASE
+           WHEN n.last_seq < o.last_seq THEN 'its sequence went backwards'
+           WHEN s.past > 0 THEN 'it has entries past its sequence'
+           WHEN n.last_seq = 0 AND n.balance <> 0 THEN 'it has a balance but no entries'
+           WHEN n.last_seq > 0 AND n.balance IS DISTINCT FROM (
+                SELECT e.balance_after FROM ledger_entries e WHERE e.account_id = n.id AND e.account_seq = n.last_seq)
+             THEN 'its balance differs from its last entry''s balance_after'
+           WHEN n.debits_total - o.debits_total <> s.debits OR n.credits_total - o.credits_total <> s.credits
+             THEN 'its debit and credit totals differ from its new entries'
+           WHEN n.held_amount <> o.held_amount AND n.held_amount <> (
+                SELECT coalesce(sum(h.amount), 0) FROM ledger_holds h WHERE h.account_id = n.id AND h.status = 'pending')
+             THEN 'its held amount differs from its pending holds'
+         END AS reason
+    INTO bad
     FROM new_accounts n
     JOIN old_accounts o ON o.id = n.id
     CROSS JOIN LATERAL (
-      SELECT CASE
-        WHEN n.last_seq < o.last_seq THEN 'its sequence went backwards'
-        WHEN n.last_seq > 0 AND n.balance IS DISTINCT FROM (
-             SELECT e.balance_after FROM ledger_entries e WHERE e.account_id = n.id AND e.account_seq = n.last_seq)
-          THEN 'its balance differs from its last entry''s balance_after'
-        WHEN n.last_seq = 0 AND n.balance <> 0 THEN 'it has a balance but no entries'
-        WHEN (n.debits_total - o.debits_total, n.credits_total - o.credits_total) IS DISTINCT FROM (
-             SELECT coalesce(sum(e.amount) FILTER (WHERE e.direction = 'debit'), 0),
-                    coalesce(sum(e.amount) FILTER (WHERE e.direction = 'credit'), 0)
-               FROM ledger_entries e
-              WHERE e.account_id = n.id AND e.account_seq > o.last_seq AND e.account_seq <= n.last_seq)
-          THEN 'its debit and credit totals differ from its new entries'
-        WHEN EXISTS (SELECT 1 FROM ledger_entries e WHERE e.account_id = n.id AND e.account_seq > n.last_seq)
-          THEN 'it has entries past its sequence'
-        WHEN n.held_amount <> o.held_amount AND n.held_amount <> (
-             SELECT coalesce(sum(h.amount), 0) FROM ledger_holds h WHERE h.account_id = n.id AND h.status = 'pending')
-          THEN 'its held amount differs from its pending holds'
-        END AS reason
-    ) x
-   WHERE x.reason IS NOT NULL
-     AND (n.balance, n.debits_total, n.credits_total, n.last_seq, n.held_amount)
+      SELECT coalesce(sum(e.amount) FILTER (WHERE e.direction = 'debit' AND e.account_seq <= n.last_seq), 0) AS debits,
+             coalesce(sum(e.amount) FILTER (WHERE e.direction = 'credit' AND e.account_seq <= n.last_seq), 0) AS credits,
+             count(*) FILTER (WHERE e.account_seq > n.last_seq) AS past
+        FROM ledger_entries e
+       WHERE e.account_id = n.id AND e.account_seq > o.last_seq
+    ) s
+   WHERE (n.balance, n.debits_total, n.credits_total, n.last_seq, n.held_amount)
          IS DISTINCT FROM (o.balance, o.debits_total, o.credits_total, o.last_seq, o.held_amount)
+   ORDER BY reason NULLS LAST
    LIMIT 1;
-  IF FOUND THEN
+  IF FOUND AND bad.reason IS NOT NULL THEN
     RAISE EXCEPTION 'ledger: account % (%) refused: %', bad.id, bad.code, bad.reason USING ERRCODE = 'LG003';
   END IF;
   RETURN NULL;

@@ -1,0 +1,8 @@
+// The double-entry ledger engine: no GraphQL, no capabilities; every
+// capability moves value through it.
+export * from './chart.js'
+export * from './errors.js'
+export type { IntegrityProblem, IntegrityReport } from './integrity.js'
+export { defaultLedgerOptions, Ledger, type LedgerOptions } from './ledger.js'
+export type { PreparedPosting, Settled } from './posting.js'
+export * from './types.js'

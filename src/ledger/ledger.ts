@@ -1,0 +1,214 @@
+import { and, desc, eq, lte, sql } from 'drizzle-orm'
+import type { Db, Tx } from '../db/client.js'
+import { rowsOf } from '../db/rows.js'
+import { ledgerAccounts, ledgerEntries, ledgerHolds } from '../db/schema.js'
+import { AccountDirectory } from './accounts.js'
+import { Coalescer } from './coalescer.js'
+import { LedgerError } from './errors.js'
+import { createHoldInTx, postHoldInTx, releaseHoldInTx, validateHold } from './holds.js'
+import { checkIntegrity, type IntegrityReport } from './integrity.js'
+import { loadTransactions, type PreparedPosting, postBatchInTx, type Settled } from './posting.js'
+import { inTransaction } from './tx.js'
+import type {
+  Account,
+  AccountBalance,
+  AccountRef,
+  Hold,
+  HoldRequest,
+  PostingRequest,
+  PostingResult,
+} from './types.js'
+import { checkBalanced, requestHash, validateShape } from './validate.js'
+
+export interface LedgerOptions {
+  /** Postings per coalesced database transaction. */
+  batchSizeMax: number
+  /** Batches written at once. PGlite has one connection: use 1 there. */
+  concurrency: number
+  /** Postings allowed to wait for a batch before new ones are refused. */
+  queueLengthMax: number
+}
+
+export const defaultLedgerOptions: LedgerOptions = {
+  batchSizeMax: 500,
+  concurrency: 2,
+  queueLengthMax: 20_000,
+}
+
+/**
+ * The double-entry engine. Every coin and every cent moves through `post`
+ * (or `reverse`, or a hold). It knows nothing of GraphQL or of gifts.
+ */
+export class Ledger {
+  readonly accounts = new AccountDirectory()
+  private readonly coalescer: Coalescer<PreparedPosting, PostingResult>
+
+  constructor(
+    private readonly db: Db,
+    options: Partial<LedgerOptions> = {},
+  ) {
+    const opts = { ...defaultLedgerOptions, ...options }
+    this.coalescer = new Coalescer((batch) => this.writeBatch(batch), opts)
+  }
+
+  /** Validates a request and resolves its accounts (creating spec'd ones), outside any transaction. */
+  async prepare(request: PostingRequest, reversesId: bigint | null = null): Promise<PreparedPosting> {
+    validateShape(request)
+    const accounts = await this.accounts.resolve(
+      this.db,
+      request.entries.map((e) => e.account),
+    )
+    checkBalanced(request, accounts)
+    return { request, accounts, requestHash: requestHash(request, accounts, reversesId), reversesId }
+  }
+
+  /**
+   * Posts one transaction atomically. The same idempotency key with the same
+   * content returns the original (`replayed: true`); with other content it
+   * is refused. A refusal throws a LedgerError and changes nothing.
+   */
+  async post(request: PostingRequest): Promise<PostingResult> {
+    return this.coalescer.submit(await this.prepare(request))
+  }
+
+  /**
+   * Posts prepared postings inside a caller's database transaction, for a
+   * capability that writes its own rows with them (all or nothing). The
+   * caller's transaction must not have touched ledger accounts before.
+   */
+  postInTx(tx: Tx, batch: readonly PreparedPosting[]): Promise<Settled<PostingResult>[]> {
+    return postBatchInTx(tx, batch)
+  }
+
+  /** Posts the mirror image of a transaction, linked to it. A transaction is reversed at most once. */
+  async reverse(
+    transactionId: bigint,
+    options: { idempotencyKey: string; description?: string; metadata?: Record<string, unknown> },
+  ): Promise<PostingResult> {
+    const [original] = await this.db.transaction((tx) => loadTransactions(tx, [transactionId]))
+    if (!original) {
+      throw new LedgerError('TRANSACTION_NOT_FOUND', `no transaction ${transactionId}`, {
+        transactionId: transactionId.toString(),
+      })
+    }
+    const request: PostingRequest = {
+      idempotencyKey: options.idempotencyKey,
+      kind: 'reversal',
+      description: options.description ?? `Reversal of transaction ${transactionId}`,
+      metadata: options.metadata ?? {},
+      entries: original.transaction.entries.map((e) => ({
+        account: e.accountCode,
+        direction: e.direction === 'debit' ? 'credit' : 'debit',
+        amount: e.amount,
+      })),
+    }
+    return this.coalescer.submit(await this.prepare(request, transactionId))
+  }
+
+  /** Reserves an amount of an account until it is posted, voided or expires. */
+  async hold(request: HoldRequest): Promise<{ hold: Hold; replayed: boolean }> {
+    const accounts = await this.accounts.resolve(this.db, [request.account, request.counterAccount])
+    const hash = validateHold(request, accounts)
+    return inTransaction(this.db, (tx) => createHoldInTx(tx, request, accounts, hash))
+  }
+
+  /** Posts a pending hold for its amount (or less: the rest is released). Idempotent. */
+  postHold(holdId: bigint, amount?: bigint): Promise<PostingResult> {
+    return inTransaction(this.db, (tx) => postHoldInTx(tx, holdId, amount, (id) => this.accountById(tx, id)))
+  }
+
+  /** Releases a pending hold. Voiding a voided hold is a no-op. */
+  voidHold(holdId: bigint): Promise<Hold> {
+    return inTransaction(this.db, (tx) => releaseHoldInTx(tx, holdId, 'voided'))
+  }
+
+  /** Releases pending holds whose time is up; returns how many. Bounded per call. */
+  async expireHolds(limit = 500): Promise<number> {
+    const due = await this.db
+      .select({ id: ledgerHolds.id })
+      .from(ledgerHolds)
+      .where(and(eq(ledgerHolds.status, 'pending'), lte(ledgerHolds.expiresAt, sql`clock_timestamp()`)))
+      .orderBy(ledgerHolds.expiresAt)
+      .limit(limit)
+    let expired = 0
+    for (const { id } of due) {
+      try {
+        await inTransaction(this.db, (tx) => releaseHoldInTx(tx, id, 'expired'))
+        expired++
+      } catch (error) {
+        // Posted or voided meanwhile: nothing to expire.
+        if (!(error instanceof LedgerError && error.code === 'HOLD_NOT_PENDING')) throw error
+      }
+    }
+    return expired
+  }
+
+  /** The current balance, read from the account row: constant time. */
+  async balance(ref: AccountRef): Promise<AccountBalance> {
+    const [account] = await this.accounts.resolve(this.db, [ref])
+    const [row] = await this.db
+      .select()
+      .from(ledgerAccounts)
+      .where(eq(ledgerAccounts.id, (account as Account).id))
+    if (!row)
+      throw new LedgerError('UNKNOWN_ACCOUNT', `no account ${typeof ref === 'string' ? ref : ref.code}`)
+    return {
+      account: account as Account,
+      balance: row.balance,
+      available: row.balance - row.heldAmount,
+      held: row.heldAmount,
+      debitsTotal: row.debitsTotal,
+      creditsTotal: row.creditsTotal,
+      lastSeq: row.lastSeq,
+    }
+  }
+
+  /**
+   * The balance at an instant, from the entry history: the balance after the
+   * account's last entry posted at or before it (per account, posting times
+   * follow the sequence, as they are read under the account's lock).
+   */
+  async balanceAt(ref: AccountRef, at: Date | string): Promise<bigint> {
+    const [account] = await this.accounts.resolve(this.db, [ref])
+    const instant = typeof at === 'string' ? at : at.toISOString()
+    const [row] = await this.db
+      .select({ balanceAfter: ledgerEntries.balanceAfter })
+      .from(ledgerEntries)
+      .where(
+        and(
+          eq(ledgerEntries.accountId, (account as Account).id),
+          lte(ledgerEntries.postedAt, sql`${instant}::timestamptz`),
+        ),
+      )
+      .orderBy(desc(ledgerEntries.postedAt), desc(ledgerEntries.accountSeq))
+      .limit(1)
+    return row?.balanceAfter ?? 0n
+  }
+
+  /** Recomputes everything from the entries, on one consistent snapshot. */
+  checkIntegrity(): Promise<IntegrityReport> {
+    return this.db.transaction((tx) => checkIntegrity(tx), {
+      isolationLevel: 'repeatable read',
+      accessMode: 'read only',
+    })
+  }
+
+  /** Postings waiting for a batch (for metrics). */
+  get pendingPostings(): number {
+    return this.coalescer.pending
+  }
+
+  private writeBatch(batch: PreparedPosting[]): Promise<Settled<PostingResult>[]> {
+    return inTransaction(this.db, (tx) => postBatchInTx(tx, batch))
+  }
+
+  private async accountById(tx: Tx, id: bigint): Promise<Account> {
+    const rows = rowsOf<{ code: string }>(
+      await tx.execute(sql`select code from ledger_accounts where id = ${id}`),
+    )
+    const code = rows[0]?.code
+    if (code === undefined) throw new LedgerError('UNKNOWN_ACCOUNT', `no account ${id}`)
+    const [account] = await this.accounts.resolve(tx, [code])
+    return account as Account
+  }
+}

@@ -1,0 +1,342 @@
+import { and, eq, inArray, sql } from 'drizzle-orm'
+import type { Tx } from '../db/client.js'
+import { rowsOf } from '../db/rows.js'
+import { ledgerAccounts, ledgerEntries, ledgerTransactions } from '../db/schema.js'
+import { IdempotencyConflictError, InsufficientFundsError, LedgerError } from './errors.js'
+import type { Account, PostedEntry, PostedTransaction, PostingRequest, PostingResult } from './types.js'
+import { signedAmount } from './types.js'
+
+// The core of the engine: posts a batch of prepared postings inside one
+// database transaction. Many postings share one lock on each account they
+// touch (hot accounts included), one INSERT per table and one UPDATE of the
+// accounts, so a hot account costs one lock per batch, not one per posting.
+//
+// Order inside the database transaction, always the same:
+//   1. lock every account of the batch, sorted by id (no deadlocks);
+//   2. read the clock, the keys already posted and the reversals already made;
+//   3. apply the postings in memory, in order, refusing those that would
+//      overdraw a non-negative account (a refusal writes nothing);
+//   4. insert transactions, then entries, then update the accounts.
+// The database re-checks all of it (migrations/*_ledger_guards).
+
+/** A posting whose accounts are resolved and whose shape is valid. */
+export interface PreparedPosting {
+  request: PostingRequest
+  /** Index-aligned with request.entries. */
+  accounts: Account[]
+  requestHash: string
+  reversesId: bigint | null
+  /** Pending holds this posting settles: their held amount is released with it. */
+  releases?: { accountId: bigint; amount: bigint }[]
+}
+
+export type Settled<T> = { ok: true; value: T } | { ok: false; error: Error }
+
+interface AccountState {
+  balance: bigint
+  debitsTotal: bigint
+  creditsTotal: bigint
+  heldAmount: bigint
+  lastSeq: bigint
+  changed: boolean
+}
+
+interface Accepted {
+  index: number
+  prepared: PreparedPosting
+  entries: Omit<PostedEntry, 'id'>[]
+}
+
+export interface BatchHooks {
+  /** Runs after the batch's transactions and entries are written, before the accounts are updated. */
+  afterInsert?: (tx: Tx, posted: PostedTransaction[]) => Promise<void>
+}
+
+export async function postBatchInTx(
+  tx: Tx,
+  batch: readonly PreparedPosting[],
+  hooks: BatchHooks = {},
+): Promise<Settled<PostingResult>[]> {
+  const results: (Settled<PostingResult> | undefined)[] = new Array(batch.length)
+  const states = await lockAccounts(tx, batch)
+  const { now, existing, reversed } = await readPriorState(tx, batch)
+
+  const accepted: Accepted[] = []
+  const firstWithKey = new Map<string, number>()
+  const twins: [index: number, first: number][] = []
+  batch.forEach((prepared, index) => {
+    const { request } = prepared
+    const prior = existing.get(request.idempotencyKey)
+    if (prior) {
+      results[index] = replayOrConflict(prepared, prior.requestHash, { ok: true, value: prior.transaction })
+      return
+    }
+    const first = firstWithKey.get(request.idempotencyKey)
+    if (first !== undefined) {
+      twins.push([index, first]) // settled below by the first posting's outcome
+      return
+    }
+    firstWithKey.set(request.idempotencyKey, index)
+    if (prepared.reversesId !== null && reversed.has(prepared.reversesId)) {
+      results[index] = { ok: false, error: alreadyReversed(prepared.reversesId) }
+      return
+    }
+    const applied = apply(prepared, states)
+    if (applied instanceof Error) {
+      results[index] = { ok: false, error: applied }
+      return
+    }
+    if (prepared.reversesId !== null) reversed.add(prepared.reversesId)
+    accepted.push({ index, prepared, entries: applied })
+  })
+
+  const posted = await writeAccepted(tx, accepted, now)
+  if (hooks.afterInsert && posted.length > 0) await hooks.afterInsert(tx, posted)
+  await updateAccounts(tx, states)
+
+  accepted.forEach((a, i) => {
+    results[a.index] = { ok: true, value: { transaction: posted[i] as PostedTransaction, replayed: false } }
+  })
+  for (const [index, first] of twins) {
+    const outcome = results[first] as Settled<PostingResult>
+    const firstHash = (batch[first] as PreparedPosting).requestHash
+    results[index] = replayOrConflict(
+      batch[index] as PreparedPosting,
+      firstHash,
+      outcome.ok ? { ok: true, value: outcome.value.transaction } : outcome,
+    )
+  }
+  return results as Settled<PostingResult>[]
+}
+
+/** A posting whose key was seen before: the same content gets the original outcome, other content is refused. */
+function replayOrConflict(
+  prepared: PreparedPosting,
+  originalHash: string,
+  original: Settled<PostedTransaction>,
+): Settled<PostingResult> {
+  if (originalHash !== prepared.requestHash) {
+    return { ok: false, error: new IdempotencyConflictError(prepared.request.idempotencyKey) }
+  }
+  return original.ok ? { ok: true, value: { transaction: original.value, replayed: true } } : original
+}
+
+async function lockAccounts(tx: Tx, batch: readonly PreparedPosting[]): Promise<Map<bigint, AccountState>> {
+  const ids = [...new Set(batch.flatMap((p) => p.accounts.map((a) => a.id)))].sort((a, b) => (a < b ? -1 : 1))
+  // ORDER BY id under FOR UPDATE: rows are locked in id order, the one order
+  // every posting uses, so two batches can never wait on each other in a cycle.
+  const rows = await tx
+    .select({
+      id: ledgerAccounts.id,
+      balance: ledgerAccounts.balance,
+      debitsTotal: ledgerAccounts.debitsTotal,
+      creditsTotal: ledgerAccounts.creditsTotal,
+      heldAmount: ledgerAccounts.heldAmount,
+      lastSeq: ledgerAccounts.lastSeq,
+    })
+    .from(ledgerAccounts)
+    .where(inArray(ledgerAccounts.id, ids))
+    .orderBy(ledgerAccounts.id)
+    .for('update')
+  if (rows.length !== ids.length)
+    throw new LedgerError('UNKNOWN_ACCOUNT', 'an account of this batch does not exist')
+  return new Map(rows.map((r) => [r.id, { ...r, changed: false }]))
+}
+
+interface PriorState {
+  /** The database clock, read after the locks: per account, posting times follow the sequence. */
+  now: string
+  existing: Map<string, { requestHash: string; transaction: PostedTransaction }>
+  reversed: Set<bigint>
+}
+
+async function readPriorState(tx: Tx, batch: readonly PreparedPosting[]): Promise<PriorState> {
+  const keys = batch.map((p) => p.request.idempotencyKey)
+  const reverses = batch.flatMap((p) => (p.reversesId === null ? [] : [p.reversesId.toString()]))
+  const result = await tx.execute(sql`
+    select clock_timestamp()::text as now,
+      (select coalesce(json_agg(t.id::text), '[]') from ledger_transactions t
+        where t.idempotency_key = any(${sql.param(keys)}::text[])) as existing_ids,
+      (select coalesce(json_agg(t.reverses_id::text), '[]') from ledger_transactions t
+        where t.reverses_id = any(${sql.param(reverses)}::bigint[])) as reversed_ids`)
+  const row = rowsOf<{ now: string; existing_ids: unknown; reversed_ids: unknown }>(result)[0]
+  if (!row) throw new Error('ledger: the prior-state query returned no row')
+  const existingIds = jsonList(row.existing_ids).map((id) => BigInt(id))
+  const existing = new Map<string, { requestHash: string; transaction: PostedTransaction }>()
+  if (existingIds.length > 0) {
+    for (const found of await loadTransactions(tx, existingIds))
+      existing.set(found.transaction.idempotencyKey, found)
+  }
+  return { now: row.now, existing, reversed: new Set(jsonList(row.reversed_ids).map((id) => BigInt(id))) }
+}
+
+/** json_agg comes back parsed from PGlite and as text from some drivers. */
+function jsonList(value: unknown): string[] {
+  return (typeof value === 'string' ? JSON.parse(value) : value) as string[]
+}
+
+/** Applies a posting to the locked states, or returns why it is refused (states untouched then). */
+function apply(
+  prepared: PreparedPosting,
+  states: Map<bigint, AccountState>,
+): Omit<PostedEntry, 'id'>[] | Error {
+  const scratch = new Map<bigint, AccountState>()
+  const stateOf = (id: bigint) => {
+    let s = scratch.get(id)
+    if (!s) {
+      s = { ...(states.get(id) as AccountState) }
+      scratch.set(id, s)
+    }
+    return s
+  }
+  for (const release of prepared.releases ?? []) stateOf(release.accountId).heldAmount -= release.amount
+
+  const entries: Omit<PostedEntry, 'id'>[] = []
+  for (const [i, entry] of prepared.request.entries.entries()) {
+    const account = prepared.accounts[i] as Account
+    const state = stateOf(account.id)
+    state.balance += signedAmount(account.type, entry.direction, entry.amount)
+    if (entry.direction === 'debit') state.debitsTotal += entry.amount
+    else state.creditsTotal += entry.amount
+    state.lastSeq += 1n
+    if (!account.allowNegative && state.balance < state.heldAmount) {
+      const before = state.balance - signedAmount(account.type, entry.direction, entry.amount)
+      return new InsufficientFundsError(account.code, before - state.heldAmount, entry.amount)
+    }
+    entries.push({
+      accountId: account.id,
+      accountCode: account.code,
+      direction: entry.direction,
+      amount: entry.amount,
+      unit: account.unit,
+      accountSeq: state.lastSeq,
+      balanceAfter: state.balance,
+    })
+  }
+  for (const [id, s] of scratch) states.set(id, { ...s, changed: true })
+  return entries
+}
+
+async function writeAccepted(
+  tx: Tx,
+  accepted: readonly Accepted[],
+  now: string,
+): Promise<PostedTransaction[]> {
+  if (accepted.length === 0) return []
+  const inserted = await tx
+    .insert(ledgerTransactions)
+    .values(
+      accepted.map(({ prepared: p }) => ({
+        idempotencyKey: p.request.idempotencyKey,
+        requestHash: p.requestHash,
+        kind: p.request.kind,
+        description: p.request.description ?? '',
+        metadata: p.request.metadata ?? {},
+        reversesId: p.reversesId,
+        postedAt: now,
+      })),
+    )
+    .returning({ id: ledgerTransactions.id, idempotencyKey: ledgerTransactions.idempotencyKey })
+  const idByKey = new Map(inserted.map((r) => [r.idempotencyKey, r.id]))
+
+  const entryRows = accepted.flatMap(({ prepared, entries }) => {
+    const transactionId = idByKey.get(prepared.request.idempotencyKey) as bigint
+    return entries.map((e) => ({ ...e, transactionId, postedAt: now }))
+  })
+  // One INSERT for the whole batch: the database's chain check runs once per statement.
+  const entryIds = await tx
+    .insert(ledgerEntries)
+    .values(
+      entryRows.map((e) => ({
+        transactionId: e.transactionId,
+        accountId: e.accountId,
+        direction: e.direction,
+        amount: e.amount,
+        unit: e.unit,
+        accountSeq: e.accountSeq,
+        balanceAfter: e.balanceAfter,
+        postedAt: e.postedAt,
+      })),
+    )
+    .returning({
+      id: ledgerEntries.id,
+      accountId: ledgerEntries.accountId,
+      accountSeq: ledgerEntries.accountSeq,
+    })
+  const entryIdOf = new Map(entryIds.map((r) => [`${r.accountId}:${r.accountSeq}`, r.id]))
+
+  return accepted.map(({ prepared: p, entries }) => ({
+    id: idByKey.get(p.request.idempotencyKey) as bigint,
+    idempotencyKey: p.request.idempotencyKey,
+    kind: p.request.kind,
+    description: p.request.description ?? '',
+    metadata: p.request.metadata ?? {},
+    reversesId: p.reversesId,
+    postedAt: now,
+    entries: entries.map((e) => ({ ...e, id: entryIdOf.get(`${e.accountId}:${e.accountSeq}`) as bigint })),
+  }))
+}
+
+async function updateAccounts(tx: Tx, states: Map<bigint, AccountState>): Promise<void> {
+  const changed = [...states].filter(([, s]) => s.changed)
+  if (changed.length === 0) return
+  const values = sql.join(
+    changed.map(
+      ([id, s]) =>
+        sql`(${id}::bigint, ${s.balance}::bigint, ${s.debitsTotal}::bigint, ${s.creditsTotal}::bigint, ${s.heldAmount}::bigint, ${s.lastSeq}::bigint)`,
+    ),
+    sql`, `,
+  )
+  await tx.execute(sql`
+    update ledger_accounts a
+       set balance = v.balance, debits_total = v.debits, credits_total = v.credits,
+           held_amount = v.held, last_seq = v.last_seq, updated_at = clock_timestamp()
+      from (values ${values}) as v(id, balance, debits, credits, held, last_seq)
+     where a.id = v.id`)
+}
+
+/** Loads whole transactions with their entries (for replays and reversals). */
+export async function loadTransactions(
+  tx: Tx,
+  ids: readonly bigint[],
+): Promise<{ requestHash: string; transaction: PostedTransaction }[]> {
+  if (ids.length === 0) return []
+  const headers = await tx
+    .select()
+    .from(ledgerTransactions)
+    .where(inArray(ledgerTransactions.id, [...ids]))
+  const entries = await tx
+    .select({
+      id: ledgerEntries.id,
+      transactionId: ledgerEntries.transactionId,
+      accountId: ledgerEntries.accountId,
+      accountCode: ledgerAccounts.code,
+      direction: ledgerEntries.direction,
+      amount: ledgerEntries.amount,
+      unit: ledgerEntries.unit,
+      accountSeq: ledgerEntries.accountSeq,
+      balanceAfter: ledgerEntries.balanceAfter,
+    })
+    .from(ledgerEntries)
+    .innerJoin(ledgerAccounts, eq(ledgerAccounts.id, ledgerEntries.accountId))
+    .where(and(inArray(ledgerEntries.transactionId, [...ids])))
+    .orderBy(ledgerEntries.id)
+  return headers.map((h) => ({
+    requestHash: h.requestHash,
+    transaction: {
+      id: h.id,
+      idempotencyKey: h.idempotencyKey,
+      kind: h.kind,
+      description: h.description,
+      metadata: h.metadata as Record<string, unknown>,
+      reversesId: h.reversesId,
+      postedAt: h.postedAt,
+      entries: entries.filter((e) => e.transactionId === h.id).map(({ transactionId: _, ...e }) => e),
+    },
+  }))
+}
+
+export const alreadyReversed = (id: bigint) =>
+  new LedgerError('ALREADY_REVERSED', `transaction ${id} has already been reversed`, {
+    transactionId: id.toString(),
+  })
