@@ -63,7 +63,9 @@ export class Coalescer<I, O> {
   private async write(batch: Waiting<I, O>[]): Promise<void> {
     try {
       const results = await this.runBatch(batch.map((w) => w.item))
-      batch.forEach((w, i) => settle(w, results[i]))
+      batch.forEach((w, i) => {
+        settle(w, results[i])
+      })
     } catch (error) {
       if (batch.length === 1) {
         ;(batch[0] as Waiting<I, O>).reject(error as Error)
