@@ -1,6 +1,7 @@
 import { mkdirSync } from 'node:fs'
 import { PGlite } from '@electric-sql/pglite'
 import { sql } from 'drizzle-orm'
+import type { Logger as DrizzleLogger } from 'drizzle-orm/logger'
 import type { PgAsyncDatabase, PgAsyncTransaction } from 'drizzle-orm/pg-core/async'
 import type { PgQueryResultHKT } from 'drizzle-orm/pg-core/session'
 import { drizzle as drizzlePglite } from 'drizzle-orm/pglite'
@@ -25,8 +26,18 @@ export interface Database {
 
 export type DatabaseConfig = Config['database']
 
-export async function openDatabase(config: DatabaseConfig): Promise<Database> {
-  return config.kind === 'postgres' ? openPostgres(config.url, config.poolMax) : openPglite(config.dir)
+export interface OpenDatabaseOptions {
+  /** Sees every statement drizzle sends (SQL logging; query counting in tests). */
+  logger?: DrizzleLogger
+}
+
+export async function openDatabase(
+  config: DatabaseConfig,
+  options: OpenDatabaseOptions = {},
+): Promise<Database> {
+  return config.kind === 'postgres'
+    ? openPostgres(config.url, config.poolMax, options.logger)
+    : openPglite(config.dir, options.logger)
 }
 
 /** Options that matter for a ledger, set explicitly rather than left to defaults. */
@@ -48,9 +59,9 @@ export function postgresOptions(poolMax: number): postgres.Options<Record<string
   }
 }
 
-function openPostgres(url: string, poolMax: number): Database {
+function openPostgres(url: string, poolMax: number, logger?: DrizzleLogger): Database {
   const client = postgres(url, postgresOptions(poolMax))
-  const db = drizzlePostgres({ client, relations }) as unknown as Db
+  const db = drizzlePostgres({ client, relations, logger }) as unknown as Db
   return {
     kind: 'postgres',
     db,
@@ -59,10 +70,10 @@ function openPostgres(url: string, poolMax: number): Database {
   }
 }
 
-async function openPglite(dir: string): Promise<Database> {
+async function openPglite(dir: string, logger?: DrizzleLogger): Promise<Database> {
   if (!dir.startsWith('memory://')) mkdirSync(dir, { recursive: true })
   const client = await PGlite.create(dir)
-  const db = drizzlePglite({ client, relations }) as unknown as Db
+  const db = drizzlePglite({ client, relations, logger }) as unknown as Db
   return {
     kind: 'pglite',
     db,

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto'
+import type { Logger as DrizzleLogger } from 'drizzle-orm/logger'
 import postgres from 'postgres'
 import { type Database, type DatabaseConfig, openDatabase } from '../../src/db/client.js'
 import { migrateDatabase } from '../../src/db/migrate.js'
@@ -18,10 +19,12 @@ export interface TestDatabase {
   drop(): Promise<void>
 }
 
-export async function createTestDatabase(options: { poolMax?: number } = {}): Promise<TestDatabase> {
+export async function createTestDatabase(
+  options: { poolMax?: number; logger?: DrizzleLogger } = {},
+): Promise<TestDatabase> {
   if (!testDatabaseUrl) {
     const config: DatabaseConfig = { kind: 'pglite', dir: 'memory://' }
-    const database = await openDatabase(config)
+    const database = await openDatabase(config, { logger: options.logger })
     await migrateDatabase(config, database)
     return { database, config, drop: () => database.close() }
   }
@@ -31,7 +34,7 @@ export async function createTestDatabase(options: { poolMax?: number } = {}): Pr
   const url = new URL(testDatabaseUrl)
   url.pathname = `/${name}`
   const config: DatabaseConfig = { kind: 'postgres', url: url.toString(), poolMax: options.poolMax ?? 10 }
-  const database = await openDatabase(config)
+  const database = await openDatabase(config, { logger: options.logger })
   await migrateDatabase(config, database)
   return {
     database,
