@@ -1,0 +1,18 @@
+import type { Db } from '../db/client.js'
+
+export const ROLES = ['creator', 'accountant', 'admin'] as const
+export type Role = (typeof ROLES)[number]
+
+/** Who is asking. Every signed-in user is a viewer; roles add capabilities. */
+export interface Viewer {
+  userId: string
+  roles: Role[]
+}
+
+/** What every resolver gets. One per GraphQL request. */
+export interface Context {
+  db: Db
+  /** null until a valid bearer token says otherwise. */
+  viewer: Viewer | null
+  requestId: string
+}
