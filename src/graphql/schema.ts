@@ -1,0 +1,13 @@
+import { type GraphQLSchema, lexicographicSortSchema, printSchema } from 'graphql'
+import { builder } from './builder.js'
+import './money.js'
+import '../catalog/schema.js'
+
+// One import per capability's GraphQL file; the builder collects them.
+
+export const schema: GraphQLSchema = builder.toSchema()
+
+/** The SDL committed as schema.graphql: sorted, so that diffs show real changes only. */
+export function printSchemaSdl(target: GraphQLSchema = schema): string {
+  return `${printSchema(lexicographicSortSchema(target))}\n`
+}
