@@ -1,0 +1,289 @@
+import { randomUUID } from 'node:crypto'
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { EnvelopArmorPlugin } from '@escape.tech/graphql-armor'
+import { createYoga, maskError, type YogaLogger } from 'graphql-yoga'
+import type { Logger } from 'pino'
+import type { Config } from '../config.js'
+import type { Database } from '../db/client.js'
+import { migrationsApplied } from '../db/migrate.js'
+import type { Context } from '../graphql/context.js'
+import { schema } from '../graphql/schema.js'
+
+/** Limits on what one request may ask of the server. */
+export const LIMITS = {
+  bodySizeMaxBytes: 1024 * 1024,
+  queryDepthMax: 10,
+  queryCostMax: 5000,
+  queryAliasesMax: 15,
+  queryDirectivesMax: 50,
+  queryTokensMax: 2000,
+  headersTimeoutMs: 20_000,
+  requestTimeoutMs: 30_000,
+  keepAliveTimeoutMs: 5_000,
+  /** How long stop() lets in-flight requests finish before cutting their connections. */
+  shutdownGraceMs: 5_000,
+  /** After a 413, how long the rest of an oversized body is read and dropped before the socket is cut. */
+  lingerMs: 2_000,
+} as const
+
+const GRAPHQL_PATH = '/graphql'
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,100}$/
+
+export interface AppOptions {
+  config: Config
+  database: Database
+  logger: Logger
+  /** Overrides for tests; production uses LIMITS. */
+  shutdownGraceMs?: number
+}
+
+export interface App {
+  server: Server
+  start(): Promise<{ port: number }>
+  stop(): Promise<void>
+}
+
+interface ServerContext {
+  requestId: string
+}
+
+export function buildApp({
+  config,
+  database,
+  logger,
+  shutdownGraceMs = LIMITS.shutdownGraceMs,
+}: AppOptions): App {
+  const yoga = createYoga<ServerContext, Context>({
+    schema,
+    graphqlEndpoint: GRAPHQL_PATH,
+    graphiql: { title: 'giftledger' },
+    landingPage: false,
+    // One operation per request: a batch would multiply every other limit here.
+    batching: false,
+    logging: yogaLogger(logger),
+    maskedErrors: {
+      errorMessage: 'Unexpected error.',
+      // Never send originals (messages, stacks, SQL) to clients, whatever NODE_ENV says.
+      isDev: false,
+      maskError: (error, message) => {
+        const masked = maskError(error, message, false)
+        if (masked !== error) logger.error({ err: error }, 'unexpected error in a GraphQL operation')
+        return masked
+      },
+    },
+    plugins: [
+      EnvelopArmorPlugin({
+        // Depth counts fields, not the fragments a client wraps them in.
+        maxDepth: { n: LIMITS.queryDepthMax, flattenFragments: true },
+        costLimit: { maxCost: LIMITS.queryCostMax },
+        maxAliases: { n: LIMITS.queryAliasesMax },
+        maxDirectives: { n: LIMITS.queryDirectivesMax },
+        maxTokens: { n: LIMITS.queryTokensMax },
+        blockFieldSuggestion: { enabled: true },
+      }),
+    ],
+    context: ({ requestId }): Context => ({ db: database.db, viewer: null, requestId }),
+  })
+
+  const inFlight = new Set<ServerResponse>()
+
+  const server = createServer(
+    {
+      headersTimeout: LIMITS.headersTimeoutMs,
+      requestTimeout: LIMITS.requestTimeoutMs,
+      keepAliveTimeout: LIMITS.keepAliveTimeoutMs,
+    },
+    (req, res) => {
+      inFlight.add(res)
+      res.on('close', () => inFlight.delete(res))
+      route(req, res).catch((err: unknown) => {
+        logger.error({ err }, 'request failed')
+        if (!res.headersSent) sendJson(res, 500, { error: 'internal error' })
+        else res.destroy()
+      })
+    },
+  )
+
+  async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = new URL(req.url ?? '/', 'http://localhost').pathname
+    if (path === GRAPHQL_PATH) return handleGraphql(req, res)
+    if (path === '/health') return handleProbe(req, res, async () => true, 'ok')
+    if (path === '/ready') {
+      return handleProbe(
+        req,
+        res,
+        async () => (await database.ping()) && (await migrationsApplied(database)),
+        'ready',
+      )
+    }
+    sendJson(res, 404, { error: 'not found' })
+  }
+
+  async function handleProbe(
+    req: IncomingMessage,
+    res: ServerResponse,
+    check: () => Promise<boolean>,
+    okStatus: string,
+  ): Promise<void> {
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.setHeader('allow', 'GET, HEAD')
+      return sendJson(res, 405, { error: 'method not allowed' })
+    }
+    const ok = await check()
+    res.setHeader('cache-control', 'no-store')
+    sendJson(res, ok ? 200 : 503, { status: ok ? okStatus : 'unavailable' })
+  }
+
+  async function handleGraphql(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const header = req.headers['x-request-id']
+    const requestId = typeof header === 'string' && REQUEST_ID.test(header) ? header : randomUUID()
+    res.setHeader('x-request-id', requestId)
+
+    const body = await readBody(req, LIMITS.bodySizeMaxBytes)
+    if (body === 'too-large') return refuseTooLarge(req, res)
+
+    // Ends a subscription (SSE) or a running operation when the client goes away.
+    const abort = new AbortController()
+    res.on('close', () => {
+      if (!res.writableFinished) abort.abort()
+    })
+    const request = new Request(new URL(req.url ?? '/', `http://${req.headers.host ?? 'localhost'}`), {
+      method: req.method ?? 'GET',
+      headers: toHeaders(req),
+      body: body && body.length > 0 ? new Uint8Array(body) : undefined,
+      signal: abort.signal,
+    })
+    const response = await yoga.fetch(request, { requestId })
+    await sendResponse(res, response)
+  }
+
+  function refuseTooLarge(req: IncomingMessage, res: ServerResponse): void {
+    // Drain what the client is still sending for a moment, so that it can read
+    // the 413 instead of a reset connection; then cut it.
+    req.resume()
+    const linger = setTimeout(() => req.socket.destroy(), LIMITS.lingerMs)
+    linger.unref()
+    res.setHeader('connection', 'close')
+    sendJson(res, 413, { error: `request body larger than ${LIMITS.bodySizeMaxBytes} bytes` })
+  }
+
+  return {
+    server,
+    start: () =>
+      new Promise((resolve, reject) => {
+        server.once('error', reject)
+        server.listen(config.http.port, config.http.host, () => {
+          server.off('error', reject)
+          resolve({ port: (server.address() as AddressInfo).port })
+        })
+      }),
+    stop: async () => {
+      if (!server.listening) return
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()))
+      server.closeIdleConnections()
+      const grace = setTimeout(() => server.closeAllConnections(), shutdownGraceMs)
+      // Requests answered after close() keep their sockets otherwise.
+      const idleSweep = setInterval(() => server.closeIdleConnections(), 100)
+      try {
+        await closed
+      } finally {
+        clearTimeout(grace)
+        clearInterval(idleSweep)
+      }
+      await yoga.dispose()
+    },
+  }
+}
+
+/** The body, up to `limitBytes`; 'too-large' as soon as it is known to be over. */
+function readBody(req: IncomingMessage, limitBytes: number): Promise<Buffer | 'too-large' | undefined> {
+  if (req.method === 'GET' || req.method === 'HEAD') return Promise.resolve(undefined)
+  const declared = Number(req.headers['content-length'])
+  if (Number.isFinite(declared) && declared > limitBytes) return Promise.resolve('too-large')
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = []
+    let size = 0
+    const onData = (chunk: Buffer) => {
+      size += chunk.length
+      if (size > limitBytes) {
+        cleanup()
+        resolve('too-large')
+        return
+      }
+      chunks.push(chunk)
+    }
+    const onEnd = () => {
+      cleanup()
+      resolve(Buffer.concat(chunks))
+    }
+    const onError = (err: Error) => {
+      cleanup()
+      reject(err)
+    }
+    const cleanup = () => {
+      req.off('data', onData)
+      req.off('end', onEnd)
+      req.off('error', onError)
+    }
+    req.on('data', onData)
+    req.on('end', onEnd)
+    req.on('error', onError)
+  })
+}
+
+function toHeaders(req: IncomingMessage): Headers {
+  const headers = new Headers()
+  for (const [name, value] of Object.entries(req.headers)) {
+    if (value === undefined) continue
+    for (const v of Array.isArray(value) ? value : [value]) headers.append(name, v)
+  }
+  return headers
+}
+
+async function sendResponse(res: ServerResponse, response: Response): Promise<void> {
+  const headers: Record<string, string | string[]> = {}
+  response.headers.forEach((value, name) => {
+    if (name !== 'set-cookie') headers[name] = value
+  })
+  const cookies = response.headers.getSetCookie()
+  if (cookies.length > 0) headers['set-cookie'] = cookies
+  res.writeHead(response.status, headers)
+  if (!response.body) {
+    res.end()
+    return
+  }
+  // Written chunk by chunk, so that event streams (SSE) reach the client as they come.
+  for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
+    if (res.destroyed) break
+    if (!res.write(chunk)) {
+      await new Promise<void>((resolve) => {
+        res.once('drain', resolve)
+        res.once('close', resolve)
+      })
+    }
+  }
+  res.end()
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body)
+  res.writeHead(status, {
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': Buffer.byteLength(text),
+  })
+  res.end(text)
+}
+
+function yogaLogger(logger: Logger): YogaLogger {
+  const log = logger.child({ component: 'yoga' })
+  const bridge =
+    (level: 'debug' | 'info' | 'warn' | 'error') =>
+    (...args: unknown[]): void => {
+      const [first, ...rest] = args
+      if (typeof first === 'string' && rest.length === 0) log[level](first)
+      else if (first instanceof Error) log[level]({ err: first, details: rest }, first.message)
+      else log[level]({ details: args }, 'yoga')
+    }
+  return { debug: bridge('debug'), info: bridge('info'), warn: bridge('warn'), error: bridge('error') }
+}

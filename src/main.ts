@@ -1,0 +1,56 @@
+import pino from 'pino'
+import { seedCatalog } from './catalog/seed.js'
+import { ConfigError, loadConfig } from './config.js'
+import { openDatabase } from './db/client.js'
+import { migrateDatabase } from './db/migrate.js'
+import { buildApp } from './http/server.js'
+
+// Start-up only: configuration, database, server, and a clean stop.
+
+function readConfig() {
+  try {
+    return loadConfig()
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(err.message)
+      process.exit(1)
+    }
+    throw err
+  }
+}
+
+const config = readConfig()
+const logger = pino({ level: config.logLevel })
+
+try {
+  const database = await openDatabase(config.database)
+  await migrateDatabase(config.database, database)
+  const seeded = await seedCatalog(database.db)
+  logger.info({ database: database.kind, ...seeded }, 'database ready')
+
+  const app = buildApp({ config, database, logger })
+  const { port } = await app.start()
+  const host = config.http.host === '0.0.0.0' ? 'localhost' : config.http.host
+  logger.info({ url: `http://${host}:${port}/graphql` }, 'giftledger listening')
+
+  let stopping = false
+  const shutdown = async (signal: string) => {
+    if (stopping) return
+    stopping = true
+    logger.info({ signal }, 'stopping')
+    try {
+      await app.stop()
+      await database.close()
+      logger.info('stopped')
+      process.exit(0)
+    } catch (err) {
+      logger.error({ err }, 'unclean stop')
+      process.exit(1)
+    }
+  }
+  process.on('SIGTERM', () => void shutdown('SIGTERM'))
+  process.on('SIGINT', () => void shutdown('SIGINT'))
+} catch (err) {
+  logger.fatal({ err }, 'start-up failed')
+  process.exit(1)
+}
