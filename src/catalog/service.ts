@@ -1,6 +1,6 @@
 import { and, asc, eq } from 'drizzle-orm'
 import type { DbOrTx } from '../db/client.js'
-import { coinPackagePrices, coinPackages, type gifts } from '../db/schema.js'
+import { coinPackagePrices, coinPackages } from '../db/schema.js'
 
 export const CURRENCY_DEFAULT = 'USD'
 export const CURRENCY_FORMAT = /^[A-Z]{3}$/
@@ -13,8 +13,6 @@ export interface CoinPackageOffer {
   bonusCoins: bigint
   price: { amountMinor: bigint; currency: string }
 }
-
-export type Gift = typeof gifts.$inferSelect
 
 /**
  * The active packages that have a price in `currency`, in display order.
@@ -51,7 +49,3 @@ export const activeGiftsQuery = {
   where: { active: true },
   orderBy: { sortOrder: 'asc', coinCost: 'asc', id: 'asc' },
 } as const
-
-export async function listActiveGifts(db: DbOrTx): Promise<Gift[]> {
-  return db.query.gifts.findMany(activeGiftsQuery)
-}
