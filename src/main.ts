@@ -4,6 +4,8 @@ import { ConfigError, loadConfig } from './config.js'
 import { openDatabase } from './db/client.js'
 import { migrateDatabase } from './db/migrate.js'
 import { buildApp } from './http/server.js'
+import { startHoldExpiry } from './ledger/expiry.js'
+import { Ledger } from './ledger/index.js'
 
 // Start-up only: configuration, database, server, and a clean stop.
 
@@ -28,6 +30,17 @@ try {
   const seeded = await seedCatalog(database.db)
   logger.info({ database: database.kind, ...seeded }, 'database ready')
 
+  // PGlite has a single connection: one batch at a time.
+  const ledger = new Ledger(database.db, {
+    batchSizeMax: config.ledger.batchSizeMax,
+    concurrency: database.kind === 'pglite' ? 1 : 2,
+  })
+  const stopHoldExpiry = startHoldExpiry(ledger, {
+    intervalMs: 30_000,
+    onError: (err) => logger.error({ err }, 'hold expiry failed'),
+    onExpired: (count) => logger.info({ count }, 'holds expired'),
+  })
+
   const app = buildApp({ config, database, logger })
   const { port } = await app.start()
   const host = config.http.host === '0.0.0.0' ? 'localhost' : config.http.host
@@ -40,6 +53,7 @@ try {
     logger.info({ signal }, 'stopping')
     try {
       await app.stop()
+      await stopHoldExpiry()
       await database.close()
       logger.info('stopped')
       process.exit(0)

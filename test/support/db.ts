@@ -8,7 +8,7 @@ import { migrateDatabase } from '../../src/db/migrate.js'
 // TEST_DATABASE_URL points at a PostgreSQL server, a fresh database created
 // on that server (and dropped afterwards).
 
-export const testDatabaseUrl = process.env.TEST_DATABASE_URL || undefined
+export const testDatabaseUrl = process.env.TEST_DATABASE_URL || process.env.DATABASE_URL || undefined
 export const onPostgres = testDatabaseUrl !== undefined
 
 export interface TestDatabase {
