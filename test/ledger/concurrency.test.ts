@@ -109,13 +109,18 @@ describe.skipIf(!onPostgres)('ledger under concurrent load (PostgreSQL)', () => 
             const target = [...accepted.values()][Math.floor(rnd() * accepted.size)] as PostingResult
             if (target.transaction.kind !== 'gift') continue
             const outcomes = await Promise.allSettled(
-              ledgers.map((l, i) => l.reverse(target.transaction.id, { idempotencyKey: `${run}:rev:${n}:${i}` })),
+              ledgers.map((l, i) =>
+                l.reverse(target.transaction.id, { idempotencyKey: `${run}:rev:${n}:${i}` }),
+              ),
             )
             for (const [i, o] of outcomes.entries()) {
               if (o.status === 'fulfilled') {
                 reversalsWon++
                 record({ idempotencyKey: `${run}:rev:${n}:${i}` } as PostingRequest, o.value)
-              } else if (o.reason instanceof LedgerError && ['ALREADY_REVERSED', 'INSUFFICIENT_FUNDS'].includes(o.reason.code)) {
+              } else if (
+                o.reason instanceof LedgerError &&
+                ['ALREADY_REVERSED', 'INSUFFICIENT_FUNDS'].includes(o.reason.code)
+              ) {
                 reversalsRefused++
               } else unexpected.push(o.reason)
             }
