@@ -30,11 +30,7 @@ try {
   const seeded = await seedCatalog(database.db)
   logger.info({ database: database.kind, ...seeded }, 'database ready')
 
-  // PGlite has a single connection: one batch at a time.
-  const ledger = new Ledger(database.db, {
-    batchSizeMax: config.ledger.batchSizeMax,
-    concurrency: database.kind === 'pglite' ? 1 : 2,
-  })
+  const ledger = new Ledger(database.db, { batchSizeMax: config.ledger.batchSizeMax })
   const stopHoldExpiry = startHoldExpiry(ledger, {
     intervalMs: 30_000,
     onError: (err) => logger.error({ err }, 'hold expiry failed'),

@@ -50,6 +50,9 @@ export function postgresOptions(poolMax: number): postgres.Options<Record<string
     onnotice: () => {},
     connection: {
       application_name: 'giftledger',
+      // Row locks give the ledger the isolation it needs; set per session so
+      // a transaction costs no extra SET round trip.
+      default_transaction_isolation: 'read committed',
       // A request never waits forever on a lock or a runaway query; a
       // forgotten open transaction never holds account locks for long.
       statement_timeout: 30_000,

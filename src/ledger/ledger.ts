@@ -23,7 +23,10 @@ import { checkBalanced, requestHash, validateShape } from './validate.js'
 export interface LedgerOptions {
   /** Postings per coalesced database transaction. */
   batchSizeMax: number
-  /** Batches written at once. PGlite has one connection: use 1 there. */
+  /**
+   * Batches written at once. 1 measured best on a hot account (a second batch
+   * only waits for the first one's locks, and both get smaller); see BENCHMARKS.md.
+   */
   concurrency: number
   /** Postings allowed to wait for a batch before new ones are refused. */
   queueLengthMax: number

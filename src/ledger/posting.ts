@@ -125,19 +125,21 @@ async function lockAccounts(tx: Tx, batch: readonly PreparedPosting[]): Promise<
   const ids = [...new Set(batch.flatMap((p) => p.accounts.map((a) => a.id)))].sort((a, b) => (a < b ? -1 : 1))
   // ORDER BY id under FOR UPDATE: rows are locked in id order, the one order
   // every posting uses, so two batches can never wait on each other in a cycle.
-  const rows = await tx
-    .select({
-      id: ledgerAccounts.id,
-      balance: ledgerAccounts.balance,
-      debitsTotal: ledgerAccounts.debitsTotal,
-      creditsTotal: ledgerAccounts.creditsTotal,
-      heldAmount: ledgerAccounts.heldAmount,
-      lastSeq: ledgerAccounts.lastSeq,
-    })
-    .from(ledgerAccounts)
-    .where(inArray(ledgerAccounts.id, ids))
-    .orderBy(ledgerAccounts.id)
-    .for('update')
+  // Arrays travel as one parameter each, so the statement text never varies
+  // with the batch size and stays prepared.
+  const result = await tx.execute(sql`
+    select id::text, balance::text, debits_total::text, credits_total::text, held_amount::text, last_seq::text
+      from ledger_accounts where id = any(${texts(ids)}::bigint[]) order by id for update`)
+  const rows = rowsOf<
+    Record<'id' | 'balance' | 'debits_total' | 'credits_total' | 'held_amount' | 'last_seq', string>
+  >(result).map((r) => ({
+    id: BigInt(r.id),
+    balance: BigInt(r.balance),
+    debitsTotal: BigInt(r.debits_total),
+    creditsTotal: BigInt(r.credits_total),
+    heldAmount: BigInt(r.held_amount),
+    lastSeq: BigInt(r.last_seq),
+  }))
   if (rows.length !== ids.length)
     throw new LedgerError('UNKNOWN_ACCOUNT', 'an account of this batch does not exist')
   return new Map(rows.map((r) => [r.id, { ...r, changed: false }]))
@@ -156,9 +158,9 @@ async function readPriorState(tx: Tx, batch: readonly PreparedPosting[]): Promis
   const result = await tx.execute(sql`
     select clock_timestamp()::text as now,
       (select coalesce(json_agg(t.id::text), '[]') from ledger_transactions t
-        where t.idempotency_key = any(${sql.param(keys)}::text[])) as existing_ids,
+        where t.idempotency_key = any(${texts(keys)}::text[])) as existing_ids,
       (select coalesce(json_agg(t.reverses_id::text), '[]') from ledger_transactions t
-        where t.reverses_id = any(${sql.param(reverses)}::bigint[])) as reversed_ids`)
+        where t.reverses_id = any(${texts(reverses)}::bigint[])) as reversed_ids`)
   const row = rowsOf<{ now: string; existing_ids: unknown; reversed_ids: unknown }>(result)[0]
   if (!row) throw new Error('ledger: the prior-state query returned no row')
   const existingIds = jsonList(row.existing_ids).map((id) => BigInt(id))
@@ -223,47 +225,42 @@ async function writeAccepted(
   now: string,
 ): Promise<PostedTransaction[]> {
   if (accepted.length === 0) return []
-  const inserted = await tx
-    .insert(ledgerTransactions)
-    .values(
-      accepted.map(({ prepared: p }) => ({
-        idempotencyKey: p.request.idempotencyKey,
-        requestHash: p.requestHash,
-        kind: p.request.kind,
-        description: p.request.description ?? '',
-        metadata: p.request.metadata ?? {},
-        reversesId: p.reversesId,
-        postedAt: now,
-      })),
-    )
-    .returning({ id: ledgerTransactions.id, idempotencyKey: ledgerTransactions.idempotencyKey })
-  const idByKey = new Map(inserted.map((r) => [r.idempotencyKey, r.id]))
+  const requests = accepted.map((a) => a.prepared)
+  const inserted = rowsOf<{ id: string; idempotency_key: string }>(
+    await tx.execute(sql`
+      insert into ledger_transactions (idempotency_key, request_hash, kind, description, metadata, reverses_id, posted_at)
+      select k, h, kind, d, m::jsonb, r::bigint, ${now}::timestamptz
+        from unnest(${texts(requests.map((p) => p.request.idempotencyKey))}::text[],
+                    ${texts(requests.map((p) => p.requestHash))}::text[],
+                    ${texts(requests.map((p) => p.request.kind))}::text[],
+                    ${texts(requests.map((p) => p.request.description ?? ''))}::text[],
+                    ${texts(requests.map((p) => JSON.stringify(p.request.metadata ?? {})))}::text[],
+                    ${texts(requests.map((p) => p.reversesId?.toString() ?? null))}::text[])
+          as v(k, h, kind, d, m, r)
+      returning id::text, idempotency_key`),
+  )
+  const idByKey = new Map(inserted.map((r) => [r.idempotency_key, BigInt(r.id)]))
 
-  const entryRows = accepted.flatMap(({ prepared, entries }) => {
+  const entries = accepted.flatMap(({ prepared, entries }) => {
     const transactionId = idByKey.get(prepared.request.idempotencyKey) as bigint
-    return entries.map((e) => ({ ...e, transactionId, postedAt: now }))
+    return entries.map((e) => ({ ...e, transactionId }))
   })
   // One INSERT for the whole batch: the database's chain check runs once per statement.
-  const entryIds = await tx
-    .insert(ledgerEntries)
-    .values(
-      entryRows.map((e) => ({
-        transactionId: e.transactionId,
-        accountId: e.accountId,
-        direction: e.direction,
-        amount: e.amount,
-        unit: e.unit,
-        accountSeq: e.accountSeq,
-        balanceAfter: e.balanceAfter,
-        postedAt: e.postedAt,
-      })),
-    )
-    .returning({
-      id: ledgerEntries.id,
-      accountId: ledgerEntries.accountId,
-      accountSeq: ledgerEntries.accountSeq,
-    })
-  const entryIdOf = new Map(entryIds.map((r) => [`${r.accountId}:${r.accountSeq}`, r.id]))
+  const entryIds = rowsOf<{ id: string; account_id: string; account_seq: string }>(
+    await tx.execute(sql`
+      insert into ledger_entries (transaction_id, account_id, direction, amount, unit, account_seq, balance_after, posted_at)
+      select t::bigint, a::bigint, d::entry_direction, amt::bigint, u, s::bigint, b::bigint, ${now}::timestamptz
+        from unnest(${texts(entries.map((e) => e.transactionId))}::text[],
+                    ${texts(entries.map((e) => e.accountId))}::text[],
+                    ${texts(entries.map((e) => e.direction))}::text[],
+                    ${texts(entries.map((e) => e.amount))}::text[],
+                    ${texts(entries.map((e) => e.unit))}::text[],
+                    ${texts(entries.map((e) => e.accountSeq))}::text[],
+                    ${texts(entries.map((e) => e.balanceAfter))}::text[])
+          as v(t, a, d, amt, u, s, b)
+      returning id::text, account_id::text, account_seq::text`),
+  )
+  const entryIdOf = new Map(entryIds.map((r) => [`${r.account_id}:${r.account_seq}`, BigInt(r.id)]))
 
   return accepted.map(({ prepared: p, entries }) => ({
     id: idByKey.get(p.request.idempotencyKey) as bigint,
@@ -280,19 +277,21 @@ async function writeAccepted(
 async function updateAccounts(tx: Tx, states: Map<bigint, AccountState>): Promise<void> {
   const changed = [...states].filter(([, s]) => s.changed)
   if (changed.length === 0) return
-  const values = sql.join(
-    changed.map(
-      ([id, s]) =>
-        sql`(${id}::bigint, ${s.balance}::bigint, ${s.debitsTotal}::bigint, ${s.creditsTotal}::bigint, ${s.heldAmount}::bigint, ${s.lastSeq}::bigint)`,
-    ),
-    sql`, `,
-  )
+  const column = (pick: (s: AccountState) => bigint) => texts(changed.map(([, s]) => pick(s)))
   await tx.execute(sql`
     update ledger_accounts a
-       set balance = v.balance, debits_total = v.debits, credits_total = v.credits,
-           held_amount = v.held, last_seq = v.last_seq, updated_at = clock_timestamp()
-      from (values ${values}) as v(id, balance, debits, credits, held, last_seq)
-     where a.id = v.id`)
+       set balance = v.balance::bigint, debits_total = v.debits::bigint, credits_total = v.credits::bigint,
+           held_amount = v.held::bigint, last_seq = v.last_seq::bigint, updated_at = clock_timestamp()
+      from unnest(${texts(changed.map(([id]) => id))}::text[], ${column((s) => s.balance)}::text[],
+                  ${column((s) => s.debitsTotal)}::text[], ${column((s) => s.creditsTotal)}::text[],
+                  ${column((s) => s.heldAmount)}::text[], ${column((s) => s.lastSeq)}::text[])
+        as v(id, balance, debits, credits, held, last_seq)
+     where a.id = v.id::bigint`)
+}
+
+/** A column as one text[] parameter (both drivers send string arrays natively). */
+function texts(values: readonly (string | bigint | null)[]) {
+  return sql.param(values.map((v) => (v === null ? null : v.toString())))
 }
 
 /** Loads whole transactions with their entries (for replays and reversals). */

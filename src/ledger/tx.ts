@@ -1,7 +1,7 @@
 import type { Db, Tx } from '../db/client.js'
 
-// Runs a ledger transaction at READ COMMITTED (row locks give the isolation
-// the ledger needs) and retries the failures that a retry cures: a
+// Runs a ledger transaction at READ COMMITTED (the sessions' default, set in
+// db/client.ts: row locks give the isolation the ledger needs) and retries the failures that a retry cures: a
 // serialization failure, a deadlock, or losing a race on a unique key to a
 // concurrent writer (the retry then sees the winner's row).
 
@@ -11,7 +11,7 @@ export const ATTEMPTS_MAX = 8
 export async function inTransaction<T>(db: Db, work: (tx: Tx) => Promise<T>): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     try {
-      return await db.transaction(work, { isolationLevel: 'read committed' })
+      return await db.transaction(work)
     } catch (error) {
       const state = sqlState(error)
       if (attempt >= ATTEMPTS_MAX || state === undefined || !RETRYABLE.has(state)) throw error
