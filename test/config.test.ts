@@ -1,0 +1,39 @@
+import { describe, expect, it } from 'vitest'
+import { ConfigError, loadConfig } from '../src/config.js'
+
+describe('configuration', () => {
+  it('defaults to an embedded database on port 4000', () => {
+    const config = loadConfig({})
+    expect(config.http).toEqual({ port: 4000, host: '0.0.0.0' })
+    expect(config.database).toEqual({ kind: 'pglite', dir: './.data/pglite' })
+    expect(config.ledger.batchSizeMax).toBe(500)
+  })
+
+  it('uses PostgreSQL when DATABASE_URL is set, with its pool size', () => {
+    const config = loadConfig({ DATABASE_URL: 'postgres://u@db:5432/x', DATABASE_POOL_MAX: '25' })
+    expect(config.database).toEqual({ kind: 'postgres', url: 'postgres://u@db:5432/x', poolMax: 25 })
+  })
+
+  it.each([
+    [{ PORT: 'abc' }, 'PORT'],
+    [{ PORT: '70000' }, 'PORT'],
+    [{ DATABASE_URL: 'mysql://localhost/x' }, 'DATABASE_URL'],
+    [{ DATABASE_POOL_MAX: '0' }, 'DATABASE_POOL_MAX'],
+    [{ REDIS_URL: 'localhost:6379' }, 'REDIS_URL'],
+    [{ LOG_LEVEL: 'loud' }, 'LOG_LEVEL'],
+    [{ JWT_SECRET: 'short' }, 'JWT_SECRET'],
+    [{ NODE_ENV: 'production' }, 'JWT_SECRET'],
+    [{ LEDGER_BATCH_MAX: '-1' }, 'LEDGER_BATCH_MAX'],
+  ])('refuses %o, naming %s', (env, variable) => {
+    expect(() => loadConfig(env)).toThrow(ConfigError)
+    expect(() => loadConfig(env)).toThrow(new RegExp(`\\b${variable}\\b`))
+  })
+
+  it('lists every bad variable at once', () => {
+    expect(() => loadConfig({ PORT: 'x', LOG_LEVEL: 'y' })).toThrow(/PORT[\s\S]*LOG_LEVEL/)
+  })
+
+  it('starts in production with a secret', () => {
+    expect(loadConfig({ NODE_ENV: 'production', JWT_SECRET: 'x'.repeat(32) }).env).toBe('production')
+  })
+})
