@@ -199,3 +199,136 @@ export const gifts = pgTable(
   },
   (t) => [uniqueIndex('gifts_sku_key').on(t.sku), check('gifts_coin_cost_positive', sql`${t.coinCost} > 0`)],
 )
+
+// ---- people -------------------------------------------------------------------
+
+export const users = pgTable(
+  'users',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    // The identity provider's stable id (the token's `sub`).
+    subject: text('subject').notNull(),
+    handle: text('handle').notNull(),
+    displayName: text('display_name').notNull(),
+    // Roles as last seen in a token; the token itself is what authorizes.
+    roles: text('roles').array().notNull().default(sql`'{}'::text[]`),
+    // A creator's share of the coins gifted to them, in basis points (5000 = 50%).
+    creatorShareBps: integer('creator_share_bps').notNull().default(5000),
+    // A limit the user sets for themselves; null: no limit of their own.
+    dailySpendLimitCoins: amount('daily_spend_limit_coins'),
+    createdAt: timestamp('created_at', { withTimezone: true, mode: 'string' }).notNull().defaultNow(),
+    updatedAt: timestamp('updated_at', { withTimezone: true, mode: 'string' }).notNull().defaultNow(),
+  },
+  (t) => [
+    uniqueIndex('users_subject_key').on(t.subject),
+    index('users_handle_idx').on(t.handle),
+    check('users_creator_share_range', sql`${t.creatorShareBps} BETWEEN 0 AND 10000`),
+    check('users_daily_spend_limit_positive', sql`${t.dailySpendLimitCoins} > 0`),
+    check('users_subject_length', sql`length(${t.subject}) BETWEEN 1 AND 255`),
+  ],
+)
+
+/** Coins each user has sent in gifts per UTC day, for spend limits. */
+export const userDailySpend = pgTable(
+  'user_daily_spend',
+  {
+    userId: uuid('user_id')
+      .notNull()
+      .references(() => users.id),
+    day: text('day').notNull(), // YYYY-MM-DD, UTC
+    coins: amount('coins').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.userId, t.day] }), check('user_daily_spend_coins', sql`${t.coins} >= 0`)],
+)
+
+// ---- live streams and gifts ---------------------------------------------------
+
+export const liveStreamStatus = pgEnum('live_stream_status', ['live', 'ended'])
+
+export const liveStreams = pgTable(
+  'live_streams',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    creatorId: uuid('creator_id')
+      .notNull()
+      .references(() => users.id),
+    title: text('title').notNull(),
+    status: liveStreamStatus('status').notNull().default('live'),
+    startedAt: timestamp('started_at', { withTimezone: true, mode: 'string' }).notNull().defaultNow(),
+    endedAt: timestamp('ended_at', { withTimezone: true, mode: 'string' }),
+    // Running totals, updated with each batch of gifts.
+    giftCoins: amount('gift_coins').notNull().default(0n),
+    lastSequence: amount('last_sequence').notNull().default(0n),
+  },
+  (t) => [
+    // A creator is live at most once at a time.
+    uniqueIndex('live_streams_one_live_per_creator')
+      .on(t.creatorId)
+      .where(sql`${t.status} = 'live'`),
+    index('live_streams_listing_idx').on(t.status, t.startedAt, t.id),
+    index('live_streams_creator_idx').on(t.creatorId, t.startedAt),
+    check('live_streams_title_length', sql`length(${t.title}) BETWEEN 1 AND 200`),
+  ],
+)
+
+export const giftEvents = pgTable(
+  'gift_events',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    // Null for a gift on a video, outside any live stream.
+    streamId: uuid('stream_id').references(() => liveStreams.id),
+    // 1, 2, 3... per live stream, in commit order.
+    sequence: amount('sequence'),
+    senderId: uuid('sender_id')
+      .notNull()
+      .references(() => users.id),
+    creatorId: uuid('creator_id')
+      .notNull()
+      .references(() => users.id),
+    giftId: uuid('gift_id')
+      .notNull()
+      .references(() => gifts.id),
+    quantity: integer('quantity').notNull(),
+    // Snapshot of the gift's price when sent.
+    coinCost: amount('coin_cost').notNull(),
+    coins: amount('coins').notNull(),
+    creatorCoins: amount('creator_coins').notNull(),
+    platformCoins: amount('platform_coins').notNull(),
+    // Gifts of this streak so far, this one included.
+    combo: integer('combo').notNull(),
+    transactionId: bigint('transaction_id', { mode: 'bigint' })
+      .notNull()
+      .references(() => ledgerTransactions.id),
+    sentAt: timestamp('sent_at', { withTimezone: true, mode: 'string' }).notNull(),
+  },
+  (t) => [
+    uniqueIndex('gift_events_transaction_key').on(t.transactionId),
+    uniqueIndex('gift_events_stream_sequence_key').on(t.streamId, t.sequence),
+    index('gift_events_combo_idx').on(t.streamId, t.senderId, t.giftId, t.sentAt),
+    index('gift_events_creator_idx').on(t.creatorId, t.sentAt),
+    index('gift_events_sender_idx').on(t.senderId, t.sentAt),
+    check('gift_events_quantity_positive', sql`${t.quantity} > 0`),
+    check('gift_events_split', sql`${t.coins} = ${t.creatorCoins} + ${t.platformCoins}`),
+    check('gift_events_coins', sql`${t.coins} = ${t.coinCost} * ${t.quantity}`),
+    check('gift_events_sequence_with_stream', sql`(${t.streamId} IS NULL) = (${t.sequence} IS NULL)`),
+  ],
+)
+
+/** Coins each sender has gifted in a live stream: the top-gifters ranking. */
+export const streamGifters = pgTable(
+  'stream_gifters',
+  {
+    streamId: uuid('stream_id')
+      .notNull()
+      .references(() => liveStreams.id),
+    senderId: uuid('sender_id')
+      .notNull()
+      .references(() => users.id),
+    coins: amount('coins').notNull(),
+    lastGiftAt: timestamp('last_gift_at', { withTimezone: true, mode: 'string' }).notNull(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.streamId, t.senderId] }),
+    index('stream_gifters_ranking_idx').on(t.streamId, t.coins, t.senderId),
+  ],
+)
