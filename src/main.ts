@@ -5,7 +5,7 @@ import { openDatabase } from './db/client.js'
 import { migrateDatabase } from './db/migrate.js'
 import { buildApp } from './http/server.js'
 import { startHoldExpiry } from './ledger/expiry.js'
-import { Ledger } from './ledger/index.js'
+import { createServices } from './services.js'
 
 // Start-up only: configuration, database, server, and a clean stop.
 
@@ -30,14 +30,14 @@ try {
   const seeded = await seedCatalog(database.db)
   logger.info({ database: database.kind, ...seeded }, 'database ready')
 
-  const ledger = new Ledger(database.db, { batchSizeMax: config.ledger.batchSizeMax })
-  const stopHoldExpiry = startHoldExpiry(ledger, {
+  const services = createServices(config, database)
+  const stopHoldExpiry = startHoldExpiry(services.ledger, {
     intervalMs: 30_000,
     onError: (err) => logger.error({ err }, 'hold expiry failed'),
     onExpired: (count) => logger.info({ count }, 'holds expired'),
   })
 
-  const app = buildApp({ config, database, logger })
+  const app = buildApp({ config, database, services, logger })
   const { port } = await app.start()
   const host = config.http.host === '0.0.0.0' ? 'localhost' : config.http.host
   logger.info({ url: `http://${host}:${port}/graphql` }, 'giftledger listening')

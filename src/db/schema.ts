@@ -262,9 +262,7 @@ export const liveStreams = pgTable(
   },
   (t) => [
     // A creator is live at most once at a time.
-    uniqueIndex('live_streams_one_live_per_creator')
-      .on(t.creatorId)
-      .where(sql`${t.status} = 'live'`),
+    uniqueIndex('live_streams_one_live_per_creator').on(t.creatorId).where(sql`${t.status} = 'live'`),
     index('live_streams_listing_idx').on(t.status, t.startedAt, t.id),
     index('live_streams_creator_idx').on(t.creatorId, t.startedAt),
     check('live_streams_title_length', sql`length(${t.title}) BETWEEN 1 AND 200`),

@@ -1,4 +1,5 @@
 import type { Db } from '../db/client.js'
+import type { Services } from '../services.js'
 
 export const ROLES = ['creator', 'accountant', 'admin'] as const
 export type Role = (typeof ROLES)[number]
@@ -15,4 +16,5 @@ export interface Context {
   /** null until a valid bearer token says otherwise. */
   viewer: Viewer | null
   requestId: string
+  services: Services
 }

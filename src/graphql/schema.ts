@@ -1,6 +1,7 @@
 import { type GraphQLSchema, lexicographicSortSchema, printSchema } from 'graphql'
 import { builder } from './builder.js'
 import './money.js'
+import './errors.js'
 import '../catalog/schema.js'
 
 // One import per capability's GraphQL file; the builder collects them.

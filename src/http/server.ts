@@ -9,6 +9,7 @@ import type { Database } from '../db/client.js'
 import { migrationsApplied } from '../db/migrate.js'
 import type { Context } from '../graphql/context.js'
 import { schema } from '../graphql/schema.js'
+import type { Services } from '../services.js'
 
 /** Limits on what one request may ask of the server. */
 export const LIMITS = {
@@ -33,6 +34,7 @@ const REQUEST_ID = /^[A-Za-z0-9._:-]{1,100}$/
 export interface AppOptions {
   config: Config
   database: Database
+  services: Services
   logger: Logger
   /** Overrides for tests; production uses LIMITS. */
   shutdownGraceMs?: number
@@ -51,6 +53,7 @@ interface ServerContext {
 export function buildApp({
   config,
   database,
+  services,
   logger,
   shutdownGraceMs = LIMITS.shutdownGraceMs,
 }: AppOptions): App {
@@ -83,7 +86,7 @@ export function buildApp({
         blockFieldSuggestion: { enabled: true },
       }),
     ],
-    context: ({ requestId }): Context => ({ db: database.db, viewer: null, requestId }),
+    context: ({ requestId }): Context => ({ db: database.db, viewer: null, requestId, services }),
   })
 
   const inFlight = new Set<ServerResponse>()

@@ -3,6 +3,7 @@ import { seedCatalog } from '../../src/catalog/seed.js'
 import { loadConfig } from '../../src/config.js'
 import type { Database } from '../../src/db/client.js'
 import { buildApp } from '../../src/http/server.js'
+import { createServices } from '../../src/services.js'
 import { createTestDatabase } from './db.js'
 import { QueryLog } from './query-log.js'
 
@@ -29,7 +30,8 @@ export async function startTestApp(options: { seed?: boolean } = {}): Promise<Te
       database: databaseConfig,
     }
     const logger = pino({ level: process.env.LOG_LEVEL ?? 'silent' })
-    const app = buildApp({ config, database, logger, shutdownGraceMs: 500 })
+    const services = createServices(config, database)
+    const app = buildApp({ config, database, services, logger, shutdownGraceMs: 500 })
     const { port } = await app.start()
     return {
       url: `http://127.0.0.1:${port}`,
