@@ -64,6 +64,11 @@ const envSchema = z
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     // Ledger: how many postings one coalesced database transaction may carry.
     LEDGER_BATCH_MAX: intInRange(1, 5000, 500),
+    // Gifts: the most gifts one sendGift may carry, the platform's cap on the
+    // coins of one sendGift, and how long a streak (combo) waits for the next gift.
+    GIFT_QUANTITY_MAX: intInRange(1, 100_000, 999),
+    GIFT_COINS_MAX: intInRange(1, 1_000_000_000, 1_000_000),
+    GIFT_COMBO_WINDOW_MS: intInRange(0, 600_000, 5_000),
   })
   .superRefine((env, ctx) => {
     if (env.NODE_ENV === 'production' && env.JWT_SECRET === undefined) {
@@ -101,6 +106,11 @@ function toConfig(env: z.infer<typeof envSchema>) {
     },
     logLevel: env.LOG_LEVEL,
     ledger: { batchSizeMax: env.LEDGER_BATCH_MAX },
+    gifts: {
+      quantityMax: env.GIFT_QUANTITY_MAX,
+      coinsMax: BigInt(env.GIFT_COINS_MAX),
+      comboWindowMs: env.GIFT_COMBO_WINDOW_MS,
+    },
   }
 }
 

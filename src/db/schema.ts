@@ -228,19 +228,6 @@ export const users = pgTable(
   ],
 )
 
-/** Coins each user has sent in gifts per UTC day, for spend limits. */
-export const userDailySpend = pgTable(
-  'user_daily_spend',
-  {
-    userId: uuid('user_id')
-      .notNull()
-      .references(() => users.id),
-    day: text('day').notNull(), // YYYY-MM-DD, UTC
-    coins: amount('coins').notNull(),
-  },
-  (t) => [primaryKey({ columns: [t.userId, t.day] }), check('user_daily_spend_coins', sql`${t.coins} >= 0`)],
-)
-
 // ---- live streams and gifts ---------------------------------------------------
 
 export const liveStreamStatus = pgEnum('live_stream_status', ['live', 'ended'])

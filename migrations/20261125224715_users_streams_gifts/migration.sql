@@ -40,14 +40,6 @@ CREATE TABLE "stream_gifters" (
 	CONSTRAINT "stream_gifters_pkey" PRIMARY KEY("stream_id","sender_id")
 );
 --> statement-breakpoint
-CREATE TABLE "user_daily_spend" (
-	"user_id" uuid,
-	"day" text,
-	"coins" bigint NOT NULL,
-	CONSTRAINT "user_daily_spend_pkey" PRIMARY KEY("user_id","day"),
-	CONSTRAINT "user_daily_spend_coins" CHECK ("coins" >= 0)
-);
---> statement-breakpoint
 CREATE TABLE "users" (
 	"id" uuid PRIMARY KEY DEFAULT gen_random_uuid(),
 	"subject" text NOT NULL,
@@ -81,5 +73,4 @@ ALTER TABLE "gift_events" ADD CONSTRAINT "gift_events_gift_id_gifts_id_fkey" FOR
 ALTER TABLE "gift_events" ADD CONSTRAINT "gift_events_transaction_id_ledger_transactions_id_fkey" FOREIGN KEY ("transaction_id") REFERENCES "ledger_transactions"("id");--> statement-breakpoint
 ALTER TABLE "live_streams" ADD CONSTRAINT "live_streams_creator_id_users_id_fkey" FOREIGN KEY ("creator_id") REFERENCES "users"("id");--> statement-breakpoint
 ALTER TABLE "stream_gifters" ADD CONSTRAINT "stream_gifters_stream_id_live_streams_id_fkey" FOREIGN KEY ("stream_id") REFERENCES "live_streams"("id");--> statement-breakpoint
-ALTER TABLE "stream_gifters" ADD CONSTRAINT "stream_gifters_sender_id_users_id_fkey" FOREIGN KEY ("sender_id") REFERENCES "users"("id");--> statement-breakpoint
-ALTER TABLE "user_daily_spend" ADD CONSTRAINT "user_daily_spend_user_id_users_id_fkey" FOREIGN KEY ("user_id") REFERENCES "users"("id");
+ALTER TABLE "stream_gifters" ADD CONSTRAINT "stream_gifters_sender_id_users_id_fkey" FOREIGN KEY ("sender_id") REFERENCES "users"("id");
