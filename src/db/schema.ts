@@ -314,6 +314,7 @@ export const streamGifters = pgTable(
   },
   (t) => [
     primaryKey({ columns: [t.streamId, t.senderId] }),
-    index('stream_gifters_ranking_idx').on(t.streamId, t.coins, t.senderId),
+    // The ranking order: most coins first, then who got there first.
+    index('stream_gifters_ranking_idx').on(t.streamId, t.coins.desc(), t.lastGiftAt, t.senderId),
   ],
 )

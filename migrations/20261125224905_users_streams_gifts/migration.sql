@@ -63,7 +63,7 @@ CREATE INDEX "gift_events_sender_idx" ON "gift_events" ("sender_id","sent_at");-
 CREATE UNIQUE INDEX "live_streams_one_live_per_creator" ON "live_streams" ("creator_id") WHERE "status" = 'live';--> statement-breakpoint
 CREATE INDEX "live_streams_listing_idx" ON "live_streams" ("status","started_at","id");--> statement-breakpoint
 CREATE INDEX "live_streams_creator_idx" ON "live_streams" ("creator_id","started_at");--> statement-breakpoint
-CREATE INDEX "stream_gifters_ranking_idx" ON "stream_gifters" ("stream_id","coins","sender_id");--> statement-breakpoint
+CREATE INDEX "stream_gifters_ranking_idx" ON "stream_gifters" ("stream_id","coins" DESC NULLS LAST,"last_gift_at","sender_id");--> statement-breakpoint
 CREATE UNIQUE INDEX "users_subject_key" ON "users" ("subject");--> statement-breakpoint
 CREATE INDEX "users_handle_idx" ON "users" ("handle");--> statement-breakpoint
 ALTER TABLE "gift_events" ADD CONSTRAINT "gift_events_stream_id_live_streams_id_fkey" FOREIGN KEY ("stream_id") REFERENCES "live_streams"("id");--> statement-breakpoint
