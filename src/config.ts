@@ -26,6 +26,10 @@ const intInRange = (min: number, max: number, fallback: number) =>
       return n
     })
 
+const booleanFlag = optionalString.pipe(
+  z.enum(['true', 'false'], { message: 'must be "true" or "false"' }).optional(),
+)
+
 const urlWithProtocols = (protocols: string[]) =>
   optionalString.refine(
     (v) => {
@@ -53,6 +57,11 @@ const envSchema = z
     }),
     JWT_ISSUER: optionalString,
     JWT_AUDIENCE: optionalString,
+    // GraphQL introspection (and GraphiQL): on, except in production unless asked for.
+    GRAPHQL_INTROSPECTION: booleanFlag,
+    // Mutations per user (per IP address for anonymous callers): a token bucket.
+    RATE_LIMIT_MUTATIONS_PER_SECOND: intInRange(1, 100_000, 20),
+    RATE_LIMIT_MUTATIONS_BURST: intInRange(1, 100_000, 40),
     STRIPE_SECRET_KEY: optionalString,
     STRIPE_WEBHOOK_SECRET: optionalString,
     STRIPE_API_BASE: urlWithProtocols(['http:', 'https:']),
@@ -90,7 +99,23 @@ function toConfig(env: z.infer<typeof envSchema>) {
       ? ({ kind: 'postgres', url: env.DATABASE_URL, poolMax: env.DATABASE_POOL_MAX } as const)
       : ({ kind: 'pglite', dir: env.PGLITE_DIR } as const),
     redisUrl: env.REDIS_URL,
-    jwt: { secret: env.JWT_SECRET, issuer: env.JWT_ISSUER, audience: env.JWT_AUDIENCE },
+    jwt: {
+      secret: env.JWT_SECRET,
+      issuer: env.JWT_ISSUER,
+      audience: env.JWT_AUDIENCE,
+      // Without JWT_SECRET (never in production): a random key made once and kept here.
+      devKeyFile: './.data/jwt-secret',
+    },
+    graphql: {
+      introspection:
+        env.GRAPHQL_INTROSPECTION === undefined
+          ? env.NODE_ENV !== 'production'
+          : env.GRAPHQL_INTROSPECTION === 'true',
+    },
+    rateLimit: {
+      mutationsPerSecond: env.RATE_LIMIT_MUTATIONS_PER_SECOND,
+      mutationsBurst: env.RATE_LIMIT_MUTATIONS_BURST,
+    },
     stripe: {
       secretKey: env.STRIPE_SECRET_KEY,
       webhookSecret: env.STRIPE_WEBHOOK_SECRET,

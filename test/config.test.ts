@@ -24,6 +24,9 @@ describe('configuration', () => {
     [{ JWT_SECRET: 'short' }, 'JWT_SECRET'],
     [{ NODE_ENV: 'production' }, 'JWT_SECRET'],
     [{ LEDGER_BATCH_MAX: '-1' }, 'LEDGER_BATCH_MAX'],
+    [{ GRAPHQL_INTROSPECTION: 'yes' }, 'GRAPHQL_INTROSPECTION'],
+    [{ RATE_LIMIT_MUTATIONS_PER_SECOND: '0' }, 'RATE_LIMIT_MUTATIONS_PER_SECOND'],
+    [{ RATE_LIMIT_MUTATIONS_BURST: '1.5' }, 'RATE_LIMIT_MUTATIONS_BURST'],
   ])('refuses %o, naming %s', (env, variable) => {
     expect(() => loadConfig(env)).toThrow(ConfigError)
     expect(() => loadConfig(env)).toThrow(new RegExp(`\\b${variable}\\b`))
@@ -31,6 +34,20 @@ describe('configuration', () => {
 
   it('lists every bad variable at once', () => {
     expect(() => loadConfig({ PORT: 'x', LOG_LEVEL: 'y' })).toThrow(/PORT[\s\S]*LOG_LEVEL/)
+  })
+
+  it('turns introspection off in production unless GRAPHQL_INTROSPECTION=true', () => {
+    const production = { NODE_ENV: 'production', JWT_SECRET: 'x'.repeat(32) }
+    expect(loadConfig({}).graphql.introspection).toBe(true)
+    expect(loadConfig(production).graphql.introspection).toBe(false)
+    expect(loadConfig({ ...production, GRAPHQL_INTROSPECTION: 'true' }).graphql.introspection).toBe(true)
+    expect(loadConfig({ GRAPHQL_INTROSPECTION: 'false' }).graphql.introspection).toBe(false)
+  })
+
+  it('limits mutations to 20/s, burst 40, per user unless told', () => {
+    expect(loadConfig({}).rateLimit).toEqual({ mutationsPerSecond: 20, mutationsBurst: 40 })
+    const tuned = loadConfig({ RATE_LIMIT_MUTATIONS_PER_SECOND: '5', RATE_LIMIT_MUTATIONS_BURST: '10' })
+    expect(tuned.rateLimit).toEqual({ mutationsPerSecond: 5, mutationsBurst: 10 })
   })
 
   it('starts in production with a secret', () => {
