@@ -1,3 +1,6 @@
+import { Authenticator } from './auth/authenticate.js'
+import { loadJwtKey, TokenVerifier } from './auth/tokens.js'
+import { UserService } from './auth/users.js'
 import type { Config } from './config.js'
 import type { Database } from './db/client.js'
 import { Ledger } from './ledger/index.js'
@@ -10,9 +13,19 @@ import { Ledger } from './ledger/index.js'
 export interface Services {
   config: Config
   ledger: Ledger
+  /** Users from tokens: created (with a wallet) on first sight. */
+  users: UserService
+  /** Bearer credentials to viewers, for HTTP and WebSocket alike. */
+  auth: Authenticator
 }
 
 export function createServices(config: Config, database: Database): Services {
   const ledger = new Ledger(database.db, { batchSizeMax: config.ledger.batchSizeMax })
-  return { config, ledger }
+  const users = new UserService(database.db, ledger)
+  const tokens = new TokenVerifier(loadJwtKey(config.jwt, config.env).key, {
+    issuer: config.jwt.issuer,
+    audience: config.jwt.audience,
+  })
+  const auth = new Authenticator(tokens, users)
+  return { config, ledger, users, auth }
 }
