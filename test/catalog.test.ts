@@ -197,8 +197,9 @@ describe('HTTP', () => {
 
   it('answers GET /graphql queries too', async () => {
     const query = encodeURIComponent('{ gifts { name } }')
+    // A GET must carry the CSRF header (see protection.test.ts).
     const response = await fetch(`${app.url}/graphql?query=${query}`, {
-      headers: { accept: 'application/json' },
+      headers: { accept: 'application/json', 'x-graphql-yoga-csrf': '1' },
     })
     expect(response.status).toBe(200)
     const body = (await response.json()) as { data: { gifts: { name: string }[] } }

@@ -2,14 +2,20 @@ import { randomUUID } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { EnvelopArmorPlugin } from '@escape.tech/graphql-armor'
-import { createYoga, maskError, type YogaLogger } from 'graphql-yoga'
+import { useCSRFPrevention } from '@graphql-yoga/plugin-csrf-prevention'
+import { useDisableIntrospection } from '@graphql-yoga/plugin-disable-introspection'
+import type { GraphQLSchema } from 'graphql'
+import { createGraphQLError, createYoga, maskError, type YogaLogger } from 'graphql-yoga'
 import type { Logger } from 'pino'
+import type { Authenticator } from '../auth/authenticate.js'
+import { AuthenticationError } from '../auth/tokens.js'
 import type { Config } from '../config.js'
 import type { Database } from '../db/client.js'
 import { migrationsApplied } from '../db/migrate.js'
-import type { Context } from '../graphql/context.js'
-import { schema } from '../graphql/schema.js'
+import type { Context, Viewer } from '../graphql/context.js'
+import { schema as appSchema } from '../graphql/schema.js'
 import type { Services } from '../services.js'
+import { type ClientAddress, TokenBuckets, useMutationRateLimit } from './rate-limit.js'
 
 /** Limits on what one request may ask of the server. */
 export const LIMITS = {
@@ -36,8 +42,9 @@ export interface AppOptions {
   database: Database
   services: Services
   logger: Logger
-  /** Overrides for tests; production uses LIMITS. */
+  /** Overrides for tests; production uses LIMITS and the application's schema. */
   shutdownGraceMs?: number
+  schema?: GraphQLSchema
 }
 
 export interface App {
@@ -46,8 +53,28 @@ export interface App {
   stop(): Promise<void>
 }
 
-interface ServerContext {
+interface ServerContext extends ClientAddress {
   requestId: string
+}
+
+/**
+ * The viewer that `authorization` (an `Authorization` header, or a
+ * WebSocket's `connectionParams.authorization`) stands for: null without
+ * one; credentials that do not check out are a GraphQL error
+ * UNAUTHENTICATED (HTTP 401), never an anonymous request.
+ */
+export async function authenticate(auth: Authenticator, authorization: unknown): Promise<Viewer | null> {
+  try {
+    return await auth.viewerFor(authorization)
+  } catch (err) {
+    if (!(err instanceof AuthenticationError)) throw err
+    throw createGraphQLError(`Invalid credentials: ${err.message}.`, {
+      extensions: {
+        code: 'UNAUTHENTICATED',
+        http: { status: 401, headers: { 'www-authenticate': 'Bearer error="invalid_token"' } },
+      },
+    })
+  }
 }
 
 export function buildApp({
@@ -56,11 +83,17 @@ export function buildApp({
   services,
   logger,
   shutdownGraceMs = LIMITS.shutdownGraceMs,
+  schema = appSchema,
 }: AppOptions): App {
+  const mutationBuckets = new TokenBuckets(
+    config.rateLimit.mutationsPerSecond,
+    config.rateLimit.mutationsBurst,
+  )
   const yoga = createYoga<ServerContext, Context>({
     schema,
     graphqlEndpoint: GRAPHQL_PATH,
-    graphiql: { title: 'giftledger' },
+    // GraphiQL is of no use without introspection.
+    graphiql: config.graphql.introspection ? { title: 'giftledger' } : false,
     landingPage: false,
     // One operation per request: a batch would multiply every other limit here.
     batching: false,
@@ -76,6 +109,10 @@ export function buildApp({
       },
     },
     plugins: [
+      // A request a browser could send cross-site without a CORS preflight
+      // (a GET, or a form's content type) must carry x-graphql-yoga-csrf.
+      useCSRFPrevention(),
+      ...(config.graphql.introspection ? [] : [useDisableIntrospection()]),
       EnvelopArmorPlugin({
         // Depth counts fields, not the fragments a client wraps them in.
         maxDepth: { n: LIMITS.queryDepthMax, flattenFragments: true },
@@ -85,8 +122,14 @@ export function buildApp({
         maxTokens: { n: LIMITS.queryTokensMax },
         blockFieldSuggestion: { enabled: true },
       }),
+      useMutationRateLimit(mutationBuckets),
     ],
-    context: ({ requestId }): Context => ({ db: database.db, viewer: null, requestId, services }),
+    context: async ({ request, requestId }): Promise<Context> => ({
+      db: database.db,
+      viewer: await authenticate(services.auth, request.headers.get('authorization') ?? undefined),
+      requestId,
+      services,
+    }),
   })
 
   const inFlight = new Set<ServerResponse>()
@@ -157,7 +200,7 @@ export function buildApp({
       body: body && body.length > 0 ? new Uint8Array(body) : undefined,
       signal: abort.signal,
     })
-    const response = await yoga.fetch(request, { requestId })
+    const response = await yoga.fetch(request, { requestId, clientAddress: req.socket.remoteAddress })
     await sendResponse(res, response)
   }
 

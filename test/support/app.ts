@@ -1,18 +1,35 @@
+import type { GraphQLSchema } from 'graphql'
 import pino from 'pino'
+import { type SignOptions, signToken, type TokenInput } from '../../src/auth/tokens.js'
 import { seedCatalog } from '../../src/catalog/seed.js'
-import { loadConfig } from '../../src/config.js'
+import { type Config, loadConfig } from '../../src/config.js'
 import type { Database } from '../../src/db/client.js'
 import { buildApp } from '../../src/http/server.js'
-import { createServices } from '../../src/services.js'
+import { createServices, type Services } from '../../src/services.js'
 import { createTestDatabase } from './db.js'
 import { QueryLog } from './query-log.js'
+
+/** The test servers' JWT_SECRET, unless a test sets its own. */
+export const TEST_JWT_SECRET = 'test-secret-for-giftledger-tests-only-0123456789'
 
 export interface TestApp {
   /** http://127.0.0.1:<port>, no trailing slash. */
   url: string
   database: Database
   queries: QueryLog
+  config: Config
+  services: Services
+  /** A token this server accepts (its key, issuer and audience), valid for an hour unless told. */
+  token(claims: TokenInput, options?: Partial<SignOptions>): Promise<string>
   stop(): Promise<void>
+}
+
+export interface TestAppOptions {
+  seed?: boolean
+  /** Environment variables on top of the test defaults (NODE_ENV=test, JWT_SECRET=TEST_JWT_SECRET). */
+  env?: Record<string, string>
+  /** Serve this schema instead of the application's (server-level tests). */
+  schema?: GraphQLSchema
 }
 
 /**
@@ -20,23 +37,40 @@ export interface TestApp {
  * PGlite in memory, or a new database on TEST_DATABASE_URL (see db.ts).
  * One per test file: PGlite takes seconds to start.
  */
-export async function startTestApp(options: { seed?: boolean } = {}): Promise<TestApp> {
+export async function startTestApp(options: TestAppOptions = {}): Promise<TestApp> {
   const queries = new QueryLog()
   const { database, config: databaseConfig, drop } = await createTestDatabase({ logger: queries })
   try {
     if (options.seed ?? true) await seedCatalog(database.db)
     const config = {
-      ...loadConfig({ NODE_ENV: 'test', HOST: '127.0.0.1', PORT: '0', PGLITE_DIR: 'memory://' }),
+      ...loadConfig({
+        NODE_ENV: 'test',
+        HOST: '127.0.0.1',
+        PORT: '0',
+        PGLITE_DIR: 'memory://',
+        JWT_SECRET: TEST_JWT_SECRET,
+        ...options.env,
+      }),
       database: databaseConfig,
     }
     const logger = pino({ level: process.env.LOG_LEVEL ?? 'silent' })
     const services = createServices(config, database)
-    const app = buildApp({ config, database, services, logger, shutdownGraceMs: 500 })
+    const app = buildApp({ config, database, services, logger, shutdownGraceMs: 500, schema: options.schema })
     const { port } = await app.start()
+    const key = new TextEncoder().encode(config.jwt.secret ?? TEST_JWT_SECRET)
     return {
       url: `http://127.0.0.1:${port}`,
       database,
       queries,
+      config,
+      services,
+      token: (claims, signOptions) =>
+        signToken(key, claims, {
+          expiresIn: '1h',
+          issuer: config.jwt.issuer,
+          audience: config.jwt.audience,
+          ...signOptions,
+        }),
       stop: async () => {
         try {
           await app.stop()
