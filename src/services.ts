@@ -3,6 +3,7 @@ import { loadJwtKey, TokenVerifier } from './auth/tokens.js'
 import { UserService } from './auth/users.js'
 import type { Config } from './config.js'
 import type { Database } from './db/client.js'
+import { GiftService } from './gifts/service.js'
 import { Ledger } from './ledger/index.js'
 
 /**
@@ -17,6 +18,8 @@ export interface Services {
   users: UserService
   /** Bearer credentials to viewers, for HTTP and WebSocket alike. */
   auth: Authenticator
+  /** Gifts, group-committed with their ledger transactions. */
+  gifts: GiftService
 }
 
 export function createServices(config: Config, database: Database): Services {
@@ -27,5 +30,8 @@ export function createServices(config: Config, database: Database): Services {
     audience: config.jwt.audience,
   })
   const auth = new Authenticator(tokens, users)
-  return { config, ledger, users, auth }
+  const gifts = new GiftService(database.db, ledger, config.gifts, {
+    batchSizeMax: config.ledger.batchSizeMax,
+  })
+  return { config, ledger, users, auth, gifts }
 }

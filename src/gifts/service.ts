@@ -137,7 +137,11 @@ export class GiftService {
     const hasStream = raw.liveStreamId !== undefined && raw.liveStreamId !== null
     const hasCreator = raw.creatorId !== undefined && raw.creatorId !== null
     if (!hasStream && !hasCreator) {
-      throw new DomainError('INVALID_INPUT', 'give a liveStreamId, or a creatorId for a gift outside a live stream', 'input')
+      throw new DomainError(
+        'INVALID_INPUT',
+        'give a liveStreamId, or a creatorId for a gift outside a live stream',
+        'input',
+      )
     }
     if (hasStream && !UUID.test(raw.liveStreamId as string)) {
       throw new DomainError('STREAM_NOT_FOUND', 'no such live stream', 'input.liveStreamId')
@@ -180,7 +184,8 @@ export class GiftService {
       .from(gifts)
       .where(eq(gifts.id, input.giftId))
     if (!gift) throw new DomainError('GIFT_NOT_FOUND', 'no such gift', 'input.giftId')
-    if (!gift.active) throw new DomainError('GIFT_UNAVAILABLE', 'this gift is no longer available', 'input.giftId')
+    if (!gift.active)
+      throw new DomainError('GIFT_UNAVAILABLE', 'this gift is no longer available', 'input.giftId')
 
     const { streamId, creatorId } = await this.target(input)
     if (creatorId === input.senderId) {
@@ -209,11 +214,23 @@ export class GiftService {
       idempotencyKey: ledgerKey,
       kind: 'gift',
       description: `Gift ×${input.quantity}`,
-      metadata: { giftId: input.giftId, quantity: input.quantity, streamId, creatorId, senderId: input.senderId },
+      metadata: {
+        giftId: input.giftId,
+        quantity: input.quantity,
+        streamId,
+        creatorId,
+        senderId: input.senderId,
+      },
       entries: [
         { account: userWallet(input.senderId), direction: 'debit', amount: split.coins },
         ...(split.creatorCoins > 0n
-          ? [{ account: creatorEarnings(creatorId), direction: 'credit' as const, amount: split.creatorCoins }]
+          ? [
+              {
+                account: creatorEarnings(creatorId),
+                direction: 'credit' as const,
+                amount: split.creatorCoins,
+              },
+            ]
           : []),
         ...(split.platformCoins > 0n
           ? [{ account: platform.commission, direction: 'credit' as const, amount: split.platformCoins }]
@@ -247,9 +264,14 @@ export class GiftService {
       .from(liveStreams)
       .where(eq(liveStreams.id, input.liveStreamId))
     if (!stream) throw new DomainError('STREAM_NOT_FOUND', 'no such live stream', 'input.liveStreamId')
-    if (stream.status !== 'live') throw new DomainError('STREAM_NOT_LIVE', 'this live stream has ended', 'input.liveStreamId')
+    if (stream.status !== 'live')
+      throw new DomainError('STREAM_NOT_LIVE', 'this live stream has ended', 'input.liveStreamId')
     if (input.creatorId && input.creatorId !== stream.creatorId) {
-      throw new DomainError('INVALID_INPUT', 'creatorId is not the creator of this live stream', 'input.creatorId')
+      throw new DomainError(
+        'INVALID_INPUT',
+        'creatorId is not the creator of this live stream',
+        'input.creatorId',
+      )
     }
     return { streamId: input.liveStreamId, creatorId: stream.creatorId }
   }
@@ -257,7 +279,9 @@ export class GiftService {
   // ---- the batch: one database transaction --------------------------------
 
   private async writeBatch(batch: PendingGift[]): Promise<Settled<BatchOutcome>[]> {
-    const { outcomes, committed } = await inTransaction(this.db, (tx) => giftBatch(tx, batch, this.ledger, this.limits))
+    const { outcomes, committed } = await inTransaction(this.db, (tx) =>
+      giftBatch(tx, batch, this.ledger, this.limits),
+    )
     if (committed.length > 0) for (const listener of this.listeners) listener(committed)
     return outcomes
   }
@@ -345,12 +369,22 @@ async function giftBatch(
     }
   })
 
-  const inserted = rows.length === 0 ? [] : await tx.insert(giftEvents).values(rows.map((r) => r.row)).returning()
+  const inserted =
+    rows.length === 0
+      ? []
+      : await tx
+          .insert(giftEvents)
+          .values(rows.map((r) => r.row))
+          .returning()
   const byTransaction = new Map(inserted.map((e) => [e.transactionId, e]))
   for (const r of rows) {
     outcomes[r.index] = {
       ok: true,
-      value: { event: byTransaction.get(r.row.transactionId) as GiftEvent, walletCoins: r.walletCoins, replayed: false },
+      value: {
+        event: byTransaction.get(r.row.transactionId) as GiftEvent,
+        walletCoins: r.walletCoins,
+        replayed: false,
+      },
     }
   }
   await updateStreams(tx, streams, inserted)
@@ -363,7 +397,8 @@ async function giftBatch(
       : refuse('IDEMPOTENCY_KEY_REUSED', 'this idempotency key was already used', 'input.idempotencyKey')
   }
   const committed = [...inserted].sort(
-    (a, b) => (a.streamId ?? '').localeCompare(b.streamId ?? '') || Number((a.sequence ?? 0n) - (b.sequence ?? 0n)),
+    (a, b) =>
+      (a.streamId ?? '').localeCompare(b.streamId ?? '') || Number((a.sequence ?? 0n) - (b.sequence ?? 0n)),
   )
   return { outcomes: outcomes as Settled<BatchOutcome>[], committed }
 }
@@ -383,7 +418,8 @@ async function lockStreams(tx: Tx, batch: PendingGift[]) {
       select id::text, status, last_sequence::text from live_streams
        where id = any(${sql.param(ids)}::uuid[]) order by id for no key update`),
   )
-  for (const r of rows) streams.set(r.id, { status: r.status, lastSequence: BigInt(r.last_sequence), coins: 0n })
+  for (const r of rows)
+    streams.set(r.id, { status: r.status, lastSequence: BigInt(r.last_sequence), coins: 0n })
   return streams
 }
 
@@ -416,13 +452,21 @@ const comboKey = (streamId: string, senderId: string, giftId: string) => `${stre
 async function lastCombos(tx: Tx, batch: PendingGift[]) {
   const keys = [
     ...new Set(
-      batch.flatMap((g) => (g.streamId === null ? [] : [comboKey(g.streamId, g.input.senderId, g.input.giftId)])),
+      batch.flatMap((g) =>
+        g.streamId === null ? [] : [comboKey(g.streamId, g.input.senderId, g.input.giftId)],
+      ),
     ),
   ]
   const combos = new Map<string, { combo: number; at: number }>()
   if (keys.length === 0) return combos
   const parts = keys.map((k) => k.split('|'))
-  const rows = rowsOf<{ stream_id: string; sender_id: string; gift_id: string; combo: number; sent_at: string }>(
+  const rows = rowsOf<{
+    stream_id: string
+    sender_id: string
+    gift_id: string
+    combo: number
+    sent_at: string
+  }>(
     await tx.execute(sql`
       select k.s::text as stream_id, k.u::text as sender_id, k.g::text as gift_id, e.combo, e.sent_at::text
         from unnest(${sql.param(parts.map((p) => p[0]))}::uuid[], ${sql.param(parts.map((p) => p[1]))}::uuid[],
@@ -434,7 +478,10 @@ async function lastCombos(tx: Tx, batch: PendingGift[]) {
         ) e`),
   )
   for (const r of rows) {
-    combos.set(comboKey(r.stream_id, r.sender_id, r.gift_id), { combo: r.combo, at: Date.parse(normalizeTime(r.sent_at)) })
+    combos.set(comboKey(r.stream_id, r.sender_id, r.gift_id), {
+      combo: r.combo,
+      at: Date.parse(normalizeTime(r.sent_at)),
+    })
   }
   return combos
 }
@@ -489,12 +536,17 @@ const refuse = (code: ConstructorParameters<typeof DomainError>[0], message: str
 function toDomainError(error: unknown): Error {
   if (error instanceof DomainError) return error
   if (error instanceof LedgerError) {
-    if (error.code === 'INSUFFICIENT_FUNDS') return new DomainError('INSUFFICIENT_COINS', 'not enough coins for this gift')
+    if (error.code === 'INSUFFICIENT_FUNDS')
+      return new DomainError('INSUFFICIENT_COINS', 'not enough coins for this gift')
     if (error.code === 'IDEMPOTENCY_KEY_REUSED') {
-      return new DomainError('IDEMPOTENCY_KEY_REUSED', 'this idempotency key was already used', 'input.idempotencyKey')
+      return new DomainError(
+        'IDEMPOTENCY_KEY_REUSED',
+        'this idempotency key was already used',
+        'input.idempotencyKey',
+      )
     }
   }
-  if (error instanceof OverloadedError) return new DomainError('OVERLOADED', 'too many gifts at once; try again')
+  if (error instanceof OverloadedError)
+    return new DomainError('OVERLOADED', 'too many gifts at once; try again')
   return error as Error
 }
-

@@ -15,7 +15,8 @@ export interface GiftSplit {
  * wholly to the platform, and creator + platform always equals the coins sent.
  */
 export function splitGift(coinCost: bigint, quantity: number, creatorShareBps: number): GiftSplit {
-  if (!Number.isInteger(quantity) || quantity <= 0) throw new RangeError('quantity must be a positive integer')
+  if (!Number.isInteger(quantity) || quantity <= 0)
+    throw new RangeError('quantity must be a positive integer')
   if (!Number.isInteger(creatorShareBps) || creatorShareBps < 0 || creatorShareBps > BPS_WHOLE) {
     throw new RangeError('creatorShareBps must be an integer between 0 and 10000')
   }

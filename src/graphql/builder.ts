@@ -97,3 +97,4 @@ builder.addScalarType('Amount', AmountScalar)
 builder.addScalarType('DateTime', DateTimeScalar)
 
 builder.queryType({})
+builder.mutationType({})

@@ -3,6 +3,10 @@ import { builder } from './builder.js'
 import './money.js'
 import './errors.js'
 import '../catalog/schema.js'
+import '../users/schema.js'
+import '../streams/schema.js'
+import '../wallet/schema.js'
+import '../gifts/schema.js'
 
 // One import per capability's GraphQL file; the builder collects them.
 

@@ -22,7 +22,8 @@ export async function startLiveStream(db: Db, creatorId: string, rawTitle: strin
     const [stream] = await db.insert(liveStreams).values({ creatorId, title }).returning()
     return stream as LiveStream
   } catch (error) {
-    if (sqlState(error) === '23505') throw new DomainError('ALREADY_LIVE', 'you are already live; end that stream first')
+    if (sqlState(error) === '23505')
+      throw new DomainError('ALREADY_LIVE', 'you are already live; end that stream first')
     throw error
   }
 }
@@ -36,7 +37,8 @@ export async function endLiveStream(db: Db, creatorId: string, streamId: string)
       .where(and(eq(liveStreams.id, streamId), eq(liveStreams.creatorId, creatorId)))
       .for('no key update')
     // Someone else's stream is "not found" to this creator: ids are not probed.
-    if (!stream) throw new DomainError('STREAM_NOT_FOUND', 'no such live stream of yours', 'input.liveStreamId')
+    if (!stream)
+      throw new DomainError('STREAM_NOT_FOUND', 'no such live stream of yours', 'input.liveStreamId')
     if (stream.status === 'ended') return stream
     const [ended] = await tx
       .update(liveStreams)

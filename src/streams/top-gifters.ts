@@ -55,5 +55,8 @@ export function topGiftersLoader(db: Db, first: number): DataLoader<string, TopG
 /** text[] arrives as an array from one driver and as '{a,b}' from the other through raw SQL. */
 function parseRoles(value: string[] | string): string[] {
   if (Array.isArray(value)) return value
-  return value.replace(/^\{|\}$/g, '').split(',').filter(Boolean)
+  return value
+    .replace(/^\{|\}$/g, '')
+    .split(',')
+    .filter(Boolean)
 }

@@ -1,0 +1,113 @@
+// The contract's operations (../shared/contract/operations.graphql), as the
+// clients send them, for end-to-end tests.
+
+export const ME = `query Me {
+  me {
+    user { id handle displayName isCreator }
+    wallet { coins updatedAt }
+    earnings { coins pendingPayoutCoins }
+  }
+}`
+
+export const MY_ACTIVITY = `query MyActivity($first: Int, $after: String) {
+  me {
+    wallet {
+      coins
+      history(first: $first, after: $after) {
+        edges {
+          cursor
+          node { id kind amount balanceAfter postedAt description }
+        }
+        pageInfo { hasNextPage endCursor }
+      }
+    }
+  }
+}`
+
+export const LIVE_NOW = `query LiveNow($first: Int, $after: String) {
+  liveStreams(first: $first, after: $after) {
+    edges {
+      cursor
+      node {
+        id
+        title
+        status
+        startedAt
+        creator { id handle displayName }
+        giftCoins
+      }
+    }
+    pageInfo { hasNextPage endCursor }
+  }
+}`
+
+export const STREAM = `query Stream($id: ID!) {
+  liveStream(id: $id) {
+    id
+    title
+    status
+    startedAt
+    endedAt
+    giftCoins
+    creator { id handle }
+    topGifters(first: 10) {
+      rank
+      user { id handle }
+      coins
+    }
+  }
+}`
+
+export const START_LIVE = `mutation StartLive($title: String!) {
+  startLiveStream(input: { title: $title }) {
+    liveStream { id status startedAt }
+    userErrors { code message field }
+  }
+}`
+
+export const END_LIVE = `mutation EndLive($liveStreamId: ID!) {
+  endLiveStream(input: { liveStreamId: $liveStreamId }) {
+    liveStream { id status endedAt giftCoins }
+    userErrors { code message field }
+  }
+}`
+
+export const SEND_GIFT = `mutation SendGift($giftId: ID!, $liveStreamId: ID, $creatorId: ID, $quantity: Int, $idempotencyKey: String!) {
+  sendGift(input: { giftId: $giftId, liveStreamId: $liveStreamId, creatorId: $creatorId, quantity: $quantity, idempotencyKey: $idempotencyKey }) {
+    giftEvent {
+      id
+      sequence
+      quantity
+      coins
+      combo
+      sentAt
+      gift { id name }
+      creator { id handle }
+    }
+    wallet { coins }
+    userErrors { code message field }
+  }
+}`
+
+export const GRANT_COINS = `mutation GrantCoins($userId: ID!, $coins: Amount!, $reason: String!, $idempotencyKey: String!) {
+  grantCoins(input: { userId: $userId, coins: $coins, reason: $reason, idempotencyKey: $idempotencyKey }) {
+    wallet { coins }
+    ledgerTransaction { id kind }
+    userErrors { code message field }
+  }
+}`
+
+export const CATALOG = `query Catalog($currency: String) {
+  coinPackages(currency: $currency) {
+    id
+    coins
+    bonusCoins
+    price { amount currency formatted }
+  }
+  gifts {
+    id
+    name
+    coinCost
+    imageUrl
+  }
+}`
