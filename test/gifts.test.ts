@@ -289,6 +289,27 @@ describe('live streams and gifts', () => {
     expect(sent.giftEvent).toMatchObject({ sequence: null, combo: 2, coins: 2 })
   })
 
+  it('lets an admin set a creator’s share, applied to later gifts', async () => {
+    const SET = `mutation($c: ID!, $b: Int!) { setCreatorShare(input: { creatorId: $c, shareBasisPoints: $b }) { shareBasisPoints userErrors { code field } } }`
+    expect((await admin.ok(SET, { c: creator.userId, b: 7000 })).setCreatorShare).toEqual({
+      shareBasisPoints: 7000,
+      userErrors: [],
+    })
+    expect((await admin.ok(SET, { c: creator.userId, b: 10_001 })).setCreatorShare.userErrors).toMatchObject([
+      { code: 'INVALID_INPUT', field: 'input.shareBasisPoints' },
+    ])
+    expect((await admin.ok(SET, { c: alice.userId, b: 5000 })).setCreatorShare.userErrors).toMatchObject([
+      { code: 'CREATOR_NOT_FOUND' },
+    ])
+    expect((await creator.raw(SET, { c: creator.userId, b: 10_000 })).errors?.[0]?.extensions?.code).toBe(
+      'FORBIDDEN',
+    )
+    const before = (await creator.ok(ME)).me.earnings.coins
+    await send(bob, { giftId: gifts['Finger Heart']?.id, creatorId: creator.userId, quantity: 2 })
+    // 70% of 10 coins.
+    expect((await creator.ok(ME)).me.earnings.coins - before).toBe(7)
+  })
+
   it('lists a user’s own history, newest first, page by page', async () => {
     const first = (await alice.ok(MY_ACTIVITY, { first: 2 })).me.wallet
     expect(first.history.edges).toHaveLength(2)
