@@ -8,6 +8,7 @@ import { type AccountSpec, COIN, type Unit } from './types.js'
 // |---------------------------------|------|-----------|-------------------------------------------|
 // | user:<id>:wallet                | COIN | liability | coins the platform owes the user          |
 // | user:<id>:earnings              | COIN | liability | a creator's earned coins not yet paid out |
+// | user:<id>:coin_debt             | COIN | asset     | coins a user owes after a clawback        |
 // | platform:coins_issued           | COIN | asset     | coins put into circulation (sold)         |
 // | platform:commission             | COIN | income    | the platform's share of gifts             |
 // | platform:promotions             | COIN | expense   | promotional coins granted                 |
@@ -32,6 +33,20 @@ export const creatorEarnings = (userId: string): AccountSpec => ({
   code: `user:${userId}:earnings`,
   name: 'Creator earnings',
   type: 'liability',
+  unit: COIN,
+  ownerId: userId,
+  allowNegative: false,
+})
+
+/**
+ * Coins a user owes the platform: a refund or a lost dispute that found the
+ * coins already spent. While it is above zero the user cannot send gifts;
+ * the next recharge repays it first.
+ */
+export const userCoinDebt = (userId: string): AccountSpec => ({
+  code: `user:${userId}:coin_debt`,
+  name: 'Coin debt (clawed back after spending)',
+  type: 'asset',
   unit: COIN,
   ownerId: userId,
   allowNegative: false,

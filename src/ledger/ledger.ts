@@ -4,7 +4,7 @@ import { rowsOf } from '../db/rows.js'
 import { ledgerAccounts, ledgerEntries, ledgerHolds } from '../db/schema.js'
 import { AccountDirectory } from './accounts.js'
 import { Coalescer } from './coalescer.js'
-import { LedgerError } from './errors.js'
+import { invalid, LedgerError } from './errors.js'
 import { createHoldInTx, postHoldInTx, releaseHoldInTx, validateHold } from './holds.js'
 import { checkIntegrity, type IntegrityReport } from './integrity.js'
 import { loadTransactions, type PreparedPosting, postBatchInTx, type Settled } from './posting.js'
@@ -62,7 +62,14 @@ export class Ledger {
       request.entries.map((e) => e.account),
     )
     checkBalanced(request, accounts)
-    return { request, accounts, requestHash: requestHash(request, accounts, reversesId), reversesId }
+    const routes = await this.resolveRoutes(request, accounts)
+    return {
+      request,
+      accounts,
+      routes,
+      requestHash: requestHash(request, accounts, reversesId, routes),
+      reversesId,
+    }
   }
 
   /**
@@ -199,6 +206,37 @@ export class Ledger {
   /** Postings waiting for a batch (for metrics). */
   get pendingPostings(): number {
     return this.coalescer.pending
+  }
+
+  /** The shortfallTo / repayFirst accounts of the entries, checked against their entries' accounts. */
+  private async resolveRoutes(
+    request: PostingRequest,
+    accounts: Account[],
+  ): Promise<(Account | null)[] | undefined> {
+    if (!request.entries.some((e) => e.shortfallTo !== undefined || e.repayFirst !== undefined))
+      return undefined
+    return Promise.all(
+      request.entries.map(async (e, i) => {
+        const ref = e.shortfallTo ?? e.repayFirst
+        if (ref === undefined) return null
+        if (e.shortfallTo !== undefined && e.repayFirst !== undefined)
+          throw invalid('an entry has one route at most')
+        if (e.shortfallTo !== undefined && e.direction !== 'debit')
+          throw invalid('shortfallTo applies to debits')
+        if (e.repayFirst !== undefined && e.direction !== 'credit')
+          throw invalid('repayFirst applies to credits')
+        const [route] = await this.accounts.resolve(this.db, [ref])
+        const account = accounts[i] as Account
+        if (!route || route.id === account.id) throw invalid('a route is another account')
+        if (route.unit !== account.unit) {
+          throw new LedgerError(
+            'UNIT_MISMATCH',
+            `route ${route.code} is in ${route.unit}, not ${account.unit}`,
+          )
+        }
+        return route
+      }),
+    )
   }
 
   private writeBatch(batch: PreparedPosting[]): Promise<Settled<PostingResult>[]> {

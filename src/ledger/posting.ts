@@ -3,7 +3,15 @@ import type { Tx } from '../db/client.js'
 import { rowsOf } from '../db/rows.js'
 import { ledgerAccounts, ledgerEntries, ledgerTransactions } from '../db/schema.js'
 import { IdempotencyConflictError, InsufficientFundsError, LedgerError } from './errors.js'
-import type { Account, PostedEntry, PostedTransaction, PostingRequest, PostingResult } from './types.js'
+import type {
+  Account,
+  Direction,
+  EntryRequest,
+  PostedEntry,
+  PostedTransaction,
+  PostingRequest,
+  PostingResult,
+} from './types.js'
 import { signedAmount } from './types.js'
 
 // The core of the engine: posts a batch of prepared postings inside one
@@ -24,6 +32,8 @@ export interface PreparedPosting {
   request: PostingRequest
   /** Index-aligned with request.entries. */
   accounts: Account[]
+  /** Index-aligned with request.entries: the entry's shortfallTo or repayFirst account, if any. */
+  routes?: (Account | null)[]
   requestHash: string
   reversesId: bigint | null
   /** Pending holds this posting settles: their held amount is released with it. */
@@ -122,7 +132,9 @@ function replayOrConflict(
 }
 
 async function lockAccounts(tx: Tx, batch: readonly PreparedPosting[]): Promise<Map<bigint, AccountState>> {
-  const ids = [...new Set(batch.flatMap((p) => p.accounts.map((a) => a.id)))].sort((a, b) => (a < b ? -1 : 1))
+  const ids = [
+    ...new Set(batch.flatMap((p) => [...p.accounts, ...(p.routes ?? [])].flatMap((a) => (a ? [a.id] : [])))),
+  ].sort((a, b) => (a < b ? -1 : 1))
   // ORDER BY id under FOR UPDATE: rows are locked in id order, the one order
   // every posting uses, so two batches can never wait on each other in a cycle.
   // Arrays travel as one parameter each, so the statement text never varies
@@ -194,29 +206,67 @@ function apply(
   for (const release of prepared.releases ?? []) stateOf(release.accountId).heldAmount -= release.amount
 
   const entries: Omit<PostedEntry, 'id'>[] = []
-  for (const [i, entry] of prepared.request.entries.entries()) {
-    const account = prepared.accounts[i] as Account
+  const post = (account: Account, direction: Direction, amount: bigint): Error | undefined => {
     const state = stateOf(account.id)
-    state.balance += signedAmount(account.type, entry.direction, entry.amount)
-    if (entry.direction === 'debit') state.debitsTotal += entry.amount
-    else state.creditsTotal += entry.amount
+    state.balance += signedAmount(account.type, direction, amount)
+    if (direction === 'debit') state.debitsTotal += amount
+    else state.creditsTotal += amount
     state.lastSeq += 1n
     if (!account.allowNegative && state.balance < state.heldAmount) {
-      const before = state.balance - signedAmount(account.type, entry.direction, entry.amount)
-      return new InsufficientFundsError(account.code, before - state.heldAmount, entry.amount)
+      const before = state.balance - signedAmount(account.type, direction, amount)
+      return new InsufficientFundsError(account.code, before - state.heldAmount, amount)
     }
     entries.push({
       accountId: account.id,
       accountCode: account.code,
-      direction: entry.direction,
-      amount: entry.amount,
+      direction,
+      amount,
       unit: account.unit,
       accountSeq: state.lastSeq,
       balanceAfter: state.balance,
     })
+    return undefined
+  }
+  for (const [i, entry] of prepared.request.entries.entries()) {
+    const account = prepared.accounts[i] as Account
+    const route = prepared.routes?.[i] ?? null
+    // Routed entries split under the lock: [amount for the route, amount for the account].
+    const [routed, direct] = route === null ? [0n, entry.amount] : split(entry, account, route, stateOf)
+    if (routed > 0n) {
+      const refused = post(route as Account, entry.direction, routed)
+      if (refused) return refused
+    }
+    if (direct > 0n) {
+      const refused = post(account, entry.direction, direct)
+      if (refused) return refused
+    }
   }
   for (const [id, s] of scratch) states.set(id, { ...s, changed: true })
   return entries
+}
+
+/**
+ * How a routed entry divides between its route and its account, given the
+ * locked balances: a debit's shortfall beyond what the account has
+ * available goes to the route; a credit repays the route's balance first.
+ */
+function split(
+  entry: EntryRequest,
+  account: Account,
+  route: Account,
+  stateOf: (id: bigint) => AccountState,
+): [routed: bigint, direct: bigint] {
+  const clamp = (v: bigint) => (v < 0n ? 0n : v > entry.amount ? entry.amount : v)
+  if (entry.shortfallTo !== undefined) {
+    const s = stateOf(account.id)
+    const shrinks = signedAmount(account.type, 'debit', 1n) < 0n
+    const cover = account.allowNegative || !shrinks ? entry.amount : clamp(s.balance - s.heldAmount)
+    return [entry.amount - cover, cover]
+  }
+  const r = stateOf(route.id)
+  const shrinks = signedAmount(route.type, 'credit', 1n) < 0n
+  const repay = shrinks ? clamp(r.balance) : 0n
+  return [repay, entry.amount - repay]
 }
 
 async function writeAccepted(

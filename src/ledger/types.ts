@@ -62,6 +62,19 @@ export interface EntryRequest {
   account: AccountRef
   direction: Direction
   amount: bigint
+  /**
+   * Debits only: the part of the amount that `account` cannot cover (a
+   * non-negative account at its available balance) is debited here instead,
+   * under the same lock. A clawback that meets an empty wallet becomes a
+   * recorded debt, never a silent clamp.
+   */
+  shortfallTo?: AccountRef
+  /**
+   * Credits only: up to this account's (positive) balance, the credit goes
+   * here first, the rest to `account`. A debt is repaid before coins reach
+   * the wallet.
+   */
+  repayFirst?: AccountRef
 }
 
 export interface PostingRequest {

@@ -81,6 +81,7 @@ export function requestHash(
   req: PostingRequest,
   accounts: readonly Account[],
   reversesId: bigint | null,
+  routes?: readonly (Account | null)[],
 ): string {
   const canonical = {
     kind: req.kind,
@@ -88,6 +89,9 @@ export function requestHash(
     metadata: canonicalJson(req.metadata ?? {}),
     reversesId: reversesId?.toString() ?? null,
     entries: req.entries.map((e, i) => [
+      ...(routes?.[i]
+        ? [`${e.shortfallTo !== undefined ? 'shortfallTo' : 'repayFirst'}:${routes[i]?.code}`]
+        : []),
       (accounts[i] as Account).code,
       e.direction satisfies Direction,
       e.amount.toString(),

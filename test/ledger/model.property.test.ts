@@ -35,6 +35,7 @@ const ACCOUNTS = [
   { name: 'commission', type: 'income', unit: 'COIN', allowNegative: true },
   { name: 'clearing', type: 'asset', unit: 'USD', allowNegative: false },
   { name: 'deferred', type: 'liability', unit: 'USD', allowNegative: true },
+  { name: 'debt', type: 'asset', unit: 'COIN', allowNegative: false },
 ] as const
 type AccountName = (typeof ACCOUNTS)[number]['name']
 const COIN_ACCOUNTS: readonly AccountName[] = ACCOUNTS.filter((a) => a.unit === 'COIN').map((a) => a.name)
@@ -49,6 +50,8 @@ interface ModelEntry {
   account: AccountName
   direction: Direction
   amount: bigint
+  /** A debit's shortfall goes here; a credit repays this first. */
+  route?: { kind: 'shortfallTo' | 'repayFirst'; account: AccountName }
 }
 interface ModelHold {
   key: string
@@ -91,14 +94,36 @@ function applyEntries(
   release?: { account: AccountName; amount: bigint },
 ) {
   const next = structuredClone(model.accounts)
+  /** The entries as posted: routed entries split into their two parts. */
+  const effective: ModelEntry[] = []
   if (release) next[release.account].held -= release.amount
-  for (const e of entries) {
-    const a = next[e.account]
-    a.balance += signedAmount(typeOf(e.account), e.direction, e.amount)
+  const post = (name: AccountName, direction: Direction, amount: bigint) => {
+    effective.push({ account: name, direction, amount })
+    const a = next[name]
+    a.balance += signedAmount(typeOf(name), direction, amount)
     a.seq += 1n
-    if (!mayGoNegative(e.account) && a.balance < a.held) return null
+    return mayGoNegative(name) || a.balance >= a.held
   }
-  return next
+  const clamp = (v: bigint, max: bigint) => (v < 0n ? 0n : v > max ? max : v)
+  for (const e of entries) {
+    let direct = e.amount
+    if (e.route) {
+      const shrinks = (name: AccountName, d: Direction) => signedAmount(typeOf(name), d, 1n) < 0n
+      const routed =
+        e.route.kind === 'shortfallTo'
+          ? e.amount -
+            (mayGoNegative(e.account) || !shrinks(e.account, 'debit')
+              ? e.amount
+              : clamp(next[e.account].balance - next[e.account].held, e.amount))
+          : shrinks(e.route.account, 'credit')
+            ? clamp(next[e.route.account].balance, e.amount)
+            : 0n
+      direct = e.amount - routed
+      if (routed > 0n && !post(e.route.account, e.direction, routed)) return null
+    }
+    if (direct > 0n && !post(e.account, e.direction, direct)) return null
+  }
+  return { next, effective }
 }
 
 // ---- the commands -----------------------------------------------------------
@@ -151,6 +176,7 @@ class PostCmd extends Cmd {
         account: spec(model, e.account),
         direction: e.direction,
         amount: e.amount,
+        ...(e.route ? { [e.route.kind]: spec(model, e.route.account) } : {}),
       })),
     }
     const prior = model.keys.get(key)
@@ -160,13 +186,13 @@ class PostCmd extends Cmd {
       expect((await real.post(request)).replayed).toBe(true)
       return
     }
-    const next = applyEntries(model, this.entries)
-    if (next === null) return refused(real.post(request), 'INSUFFICIENT_FUNDS')
+    const applied = applyEntries(model, this.entries)
+    if (applied === null) return refused(real.post(request), 'INSUFFICIENT_FUNDS')
     const { transaction, replayed } = await real.post(request)
     expect(replayed).toBe(false)
-    model.accounts = next
+    model.accounts = applied.next
     model.keys.set(key, content(this.entries))
-    model.posted.push({ key, id: transaction.id, entries: this.entries, reversed: false })
+    model.posted.push({ key, id: transaction.id, entries: applied.effective, reversed: false })
   }
   override toString = () => `post(${this.keyIndex}, ${content(this.entries)})`
 }
@@ -220,11 +246,11 @@ class ReverseCmd extends Cmd {
       return
     }
     if (original.reversed) return refused(attempt(), 'ALREADY_REVERSED')
-    const next = applyEntries(model, mirror)
-    if (next === null) return refused(attempt(), 'INSUFFICIENT_FUNDS')
+    const applied = applyEntries(model, mirror)
+    if (applied === null) return refused(attempt(), 'INSUFFICIENT_FUNDS')
     const { transaction } = await attempt()
     expect(transaction.reversesId).toBe(original.id)
-    model.accounts = next
+    model.accounts = applied.next
     model.keys.set(key, identity)
     original.reversed = true
     model.posted.push({ key, id: transaction.id, entries: mirror, reversed: false })
@@ -313,10 +339,10 @@ class PostHoldCmd extends Cmd {
       { account: hold.account, direction: 'debit', amount },
       { account: hold.counter, direction: 'credit', amount },
     ]
-    const next = applyEntries(model, entries, { account: hold.account, amount: hold.amount })
-    if (next === null) return refused(real.postHold(id, this.amount), 'INSUFFICIENT_FUNDS')
+    const applied = applyEntries(model, entries, { account: hold.account, amount: hold.amount })
+    if (applied === null) return refused(real.postHold(id, this.amount), 'INSUFFICIENT_FUNDS')
     const { transaction } = await real.postHold(id, this.amount)
-    model.accounts = next
+    model.accounts = applied.next
     hold.status = 'posted'
     model.posted.push({ key: `hold:${id}:post`, id: transaction.id, entries, reversed: false })
   }
@@ -372,7 +398,23 @@ const entriesArb = fc
   .array(fc.oneof(transferArb(COIN_ACCOUNTS), transferArb(USD_ACCOUNTS)), { minLength: 1, maxLength: 3 })
   .map((transfers) => transfers.flat())
 
+/** A clawback: debit a user account with its shortfall to the debt account. */
+const clawbackArb = fc
+  .tuple(fc.constantFrom<AccountName>('wallet1', 'wallet2', 'earnings'), fc.bigInt({ min: 1n, max: 200n }))
+  .map(([account, amount]): ModelEntry[] => [
+    { account, direction: 'debit', amount, route: { kind: 'shortfallTo', account: 'debt' } },
+    { account: 'issued', direction: 'credit', amount },
+  ])
+/** A recharge that repays the debt first. */
+const repayArb = fc
+  .tuple(fc.constantFrom<AccountName>('wallet1', 'wallet2'), fc.bigInt({ min: 1n, max: 200n }))
+  .map(([account, amount]): ModelEntry[] => [
+    { account: 'issued', direction: 'debit', amount },
+    { account, direction: 'credit', amount, route: { kind: 'repayFirst', account: 'debt' } },
+  ])
+
 const commands = [
+  fc.tuple(fc.nat(5), fc.oneof(clawbackArb, repayArb)).map(([k, e]) => new PostCmd(k, e)),
   fc.tuple(fc.nat(5), entriesArb).map(([k, e]) => new PostCmd(k, e)),
   fc.tuple(fc.nat(5), entriesArb).map(([k, e]) => new PostCmd(k, e)),
   amountArb.map((a) => new UnbalancedCmd(a)),

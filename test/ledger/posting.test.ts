@@ -1,5 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { creatorEarnings, Ledger, LedgerError, platform, userWallet } from '../../src/ledger/index.js'
+import {
+  creatorEarnings,
+  Ledger,
+  LedgerError,
+  platform,
+  userCoinDebt,
+  userWallet,
+} from '../../src/ledger/index.js'
 import { createTestDatabase, type TestDatabase } from '../support/db.js'
 
 let t: TestDatabase
@@ -190,5 +197,99 @@ describe('posting', () => {
     expect(await ledger.balanceAt(alice, mid)).toBe(before)
     expect(await ledger.balanceAt(alice, new Date())).toBe(before + 7n)
     expect(await ledger.balanceAt(alice, new Date(0))).toBe(0n)
+  })
+})
+
+describe('routed entries', () => {
+  const carol = userWallet('00000000-0000-4000-8000-0000000000c1')
+  const debt = userCoinDebt('00000000-0000-4000-8000-0000000000c1')
+
+  it('sends the part of a debit a wallet cannot cover to a debt account, and repays it first on the next credit', async () => {
+    await ledger.post({
+      idempotencyKey: 'carol-fund',
+      kind: 'recharge',
+      entries: [
+        { account: platform.coinsIssued, direction: 'debit', amount: 30n },
+        { account: carol, direction: 'credit', amount: 30n },
+      ],
+    })
+    const clawback = await ledger.post({
+      idempotencyKey: 'carol-clawback',
+      kind: 'refund',
+      entries: [
+        { account: carol, direction: 'debit', amount: 100n, shortfallTo: debt },
+        { account: platform.coinsIssued, direction: 'credit', amount: 100n },
+      ],
+    })
+    expect(clawback.transaction.entries.map((e) => [e.accountCode, e.direction, e.amount])).toEqual([
+      [debt.code, 'debit', 70n],
+      [carol.code, 'debit', 30n],
+      [platform.coinsIssued, 'credit', 100n],
+    ])
+    expect((await ledger.balance(carol)).balance).toBe(0n)
+    expect((await ledger.balance(debt)).balance).toBe(70n)
+
+    const recharge = await ledger.post({
+      idempotencyKey: 'carol-recharge',
+      kind: 'recharge',
+      entries: [
+        { account: platform.coinsIssued, direction: 'debit', amount: 100n },
+        { account: carol, direction: 'credit', amount: 100n, repayFirst: debt },
+      ],
+    })
+    expect(recharge.transaction.entries.map((e) => [e.accountCode, e.amount])).toEqual([
+      [platform.coinsIssued, 100n],
+      [debt.code, 70n],
+      [carol.code, 30n],
+    ])
+    expect((await ledger.balance(debt)).balance).toBe(0n)
+    expect((await ledger.balance(carol)).balance).toBe(30n)
+    // A retry replays; the same key with the route removed is another request.
+    expect(
+      (
+        await ledger.post({
+          idempotencyKey: 'carol-recharge',
+          kind: 'recharge',
+          entries: [
+            { account: platform.coinsIssued, direction: 'debit', amount: 100n },
+            { account: carol, direction: 'credit', amount: 100n, repayFirst: debt },
+          ],
+        })
+      ).replayed,
+    ).toBe(true)
+    await expect(
+      ledger.post({
+        idempotencyKey: 'carol-recharge',
+        kind: 'recharge',
+        entries: [
+          { account: platform.coinsIssued, direction: 'debit', amount: 100n },
+          { account: carol, direction: 'credit', amount: 100n },
+        ],
+      }),
+    ).rejects.toMatchObject({ code: 'IDEMPOTENCY_KEY_REUSED' })
+    expect((await ledger.checkIntegrity()).problems).toEqual([])
+  })
+
+  it('refuses routes on the wrong side or in another unit', async () => {
+    await expect(
+      ledger.post({
+        idempotencyKey: 'bad-route-1',
+        kind: 'refund',
+        entries: [
+          { account: carol, direction: 'credit', amount: 1n, shortfallTo: debt },
+          { account: platform.coinsIssued, direction: 'debit', amount: 1n },
+        ],
+      }),
+    ).rejects.toMatchObject({ code: 'INVALID_POSTING' })
+    await expect(
+      ledger.post({
+        idempotencyKey: 'bad-route-2',
+        kind: 'refund',
+        entries: [
+          { account: carol, direction: 'debit', amount: 1n, shortfallTo: platform.stripeClearing('USD') },
+          { account: platform.coinsIssued, direction: 'credit', amount: 1n },
+        ],
+      }),
+    ).rejects.toMatchObject({ code: 'UNIT_MISMATCH' })
   })
 })
