@@ -318,3 +318,99 @@ export const streamGifters = pgTable(
     index('stream_gifters_ranking_idx').on(t.streamId, t.coins.desc(), t.lastGiftAt, t.senderId),
   ],
 )
+
+// ---- recharge -------------------------------------------------------------------
+
+export const paymentProvider = pgEnum('payment_provider', ['stripe', 'paypal'])
+export const rechargeStatus = pgEnum('recharge_status', [
+  'pending',
+  'succeeded',
+  'failed',
+  'canceled',
+  'expired',
+  'partially_refunded',
+  'refunded',
+  'disputed',
+])
+
+/** A purchase of a coin package: a snapshot of what was bought, and where the payment stands. */
+export const rechargeOrders = pgTable(
+  'recharge_orders',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    userId: uuid('user_id')
+      .notNull()
+      .references(() => users.id),
+    packageId: uuid('package_id')
+      .notNull()
+      .references(() => coinPackages.id),
+    provider: paymentProvider('provider').notNull(),
+    status: rechargeStatus('status').notNull().default('pending'),
+    // The snapshot: what this order credits and costs, whatever the catalog says later.
+    coins: amount('coins').notNull(),
+    bonusCoins: amount('bonus_coins').notNull(),
+    priceMinor: amount('price_minor').notNull(),
+    currency: text('currency').notNull(),
+    // The client's key: one order per (user, key).
+    idempotencyKey: text('idempotency_key').notNull(),
+    // The provider's object: Stripe PaymentIntent id, PayPal order id.
+    providerReference: text('provider_reference'),
+    clientSecret: text('client_secret'),
+    approvalUrl: text('approval_url'),
+    captureId: text('capture_id'),
+    feeMinor: amount('fee_minor'),
+    // Refunds and chargebacks applied so far (money), and the coins they clawed back.
+    refundedMinor: amount('refunded_minor').notNull().default(0n),
+    clawedBackCoins: amount('clawed_back_coins').notNull().default(0n),
+    disputeId: text('dispute_id'),
+    disputeStatus: text('dispute_status'),
+    disputeHoldId: bigint('dispute_hold_id', { mode: 'bigint' }).references(() => ledgerHolds.id),
+    // Set when the provider's amount or currency differs from the snapshot: never credited then.
+    mismatch: text('mismatch'),
+    creditTransactionId: bigint('credit_transaction_id', { mode: 'bigint' }).references(() => ledgerTransactions.id),
+    createdAt: timestamp('created_at', { withTimezone: true, mode: 'string' }).notNull().defaultNow(),
+    updatedAt: timestamp('updated_at', { withTimezone: true, mode: 'string' }).notNull().defaultNow(),
+    completedAt: timestamp('completed_at', { withTimezone: true, mode: 'string' }),
+  },
+  (t) => [
+    uniqueIndex('recharge_orders_user_key').on(t.userId, t.idempotencyKey),
+    uniqueIndex('recharge_orders_provider_reference').on(t.provider, t.providerReference),
+    index('recharge_orders_status_idx').on(t.status, t.createdAt),
+    index('recharge_orders_user_idx').on(t.userId, t.createdAt),
+    check('recharge_orders_amounts', sql`${t.coins} > 0 AND ${t.bonusCoins} >= 0 AND ${t.priceMinor} > 0`),
+    check('recharge_orders_refunded', sql`${t.refundedMinor} >= 0 AND ${t.refundedMinor} <= ${t.priceMinor}`),
+    check('recharge_orders_currency_format', sql`${t.currency} ~ '^[A-Z]{3}$'`),
+  ],
+)
+
+export const inboxStatus = pgEnum('inbox_status', ['pending', 'processed', 'ignored', 'parked'])
+
+/**
+ * Verified provider webhooks, stored before they are acknowledged and
+ * processed after, with retries. (provider, event id) is unique: a
+ * redelivered event is stored once.
+ */
+export const webhookEvents = pgTable(
+  'webhook_events',
+  {
+    id: bigint('id', { mode: 'bigint' }).primaryKey().generatedAlwaysAsIdentity(),
+    provider: paymentProvider('provider').notNull(),
+    eventId: text('event_id').notNull(),
+    type: text('type').notNull(),
+    payload: jsonb('payload').notNull(),
+    status: inboxStatus('status').notNull().default('pending'),
+    attempts: integer('attempts').notNull().default(0),
+    nextAttemptAt: timestamp('next_attempt_at', { withTimezone: true, mode: 'string' }).notNull().defaultNow(),
+    // A worker's claim on the event while it processes it.
+    leaseUntil: timestamp('lease_until', { withTimezone: true, mode: 'string' }),
+    lastError: text('last_error'),
+    receivedAt: timestamp('received_at', { withTimezone: true, mode: 'string' }).notNull().defaultNow(),
+    processedAt: timestamp('processed_at', { withTimezone: true, mode: 'string' }),
+  },
+  (t) => [
+    uniqueIndex('webhook_events_provider_event').on(t.provider, t.eventId),
+    index('webhook_events_due_idx')
+      .on(t.nextAttemptAt)
+      .where(sql`${t.status} = 'pending'`),
+  ],
+)

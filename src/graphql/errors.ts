@@ -21,6 +21,11 @@ export const USER_ERROR_CODES = [
   'ALREADY_LIVE',
   'RATE_LIMITED',
   'OVERLOADED',
+  'PACKAGE_NOT_FOUND',
+  'RECHARGE_NOT_FOUND',
+  'PROVIDER_NOT_CONFIGURED',
+  'PROVIDER_UNAVAILABLE',
+  'WALLET_IN_DEBT',
 ] as const
 export type UserErrorCode = (typeof USER_ERROR_CODES)[number]
 
