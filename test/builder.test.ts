@@ -23,6 +23,8 @@ beforeAll(() => {
     secret: t.string({ authScopes: { signedIn: true }, resolve: () => 'for viewers' }),
     books: t.string({ authScopes: { accountant: true }, resolve: () => 'for accountants' }),
   }))
+  // builder.ts declares the Mutation type; the capabilities give it its fields.
+  builder.mutationFields((t) => ({ noop: t.boolean({ resolve: () => true }) }))
   schema = builder.toSchema()
 })
 
