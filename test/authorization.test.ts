@@ -1,0 +1,899 @@
+import { readFileSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import { eq, sql } from 'drizzle-orm'
+import { buildSchema, type GraphQLSchema, getNamedType, isInputObjectType, isObjectType } from 'graphql'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { signToken } from '../src/auth/tokens.js'
+import { coinPackagePrices, coinPackages, gifts, users } from '../src/db/schema.js'
+import type { UserErrorCode } from '../src/graphql/errors.js'
+import { schema as builtSchema } from '../src/graphql/schema.js'
+import { creatorEarnings, userWallet } from '../src/ledger/index.js'
+import { type Actor, signIn } from './support/actors.js'
+import { type GraphQLErrorBody, graphql, startTestApp, type TestApp } from './support/app.js'
+import { END_LIVE, START_LIVE } from './support/operations.js'
+import { snapshot, tablesOf } from './support/snapshot.js'
+
+// The authorization matrix: every role against every operation that reads
+// money or personal data or changes anything, over HTTP against the real
+// server. The rules:
+//
+// - anyone may read the catalog, live streams, stream totals and top gifters
+//   (public profile fields only);
+// - a signed-in user (every one is a viewer) reads only their own wallet,
+//   history and spend limits;
+// - creators start and end only their own streams and read only their own earnings;
+// - accountants read the ledger (a later issue) and change nothing as accountants;
+// - admins manage the catalog and grant promotional coins.
+//
+// No credentials: UNAUTHENTICATED. Credentials that do not check out (here a
+// token signed with another key, claiming every role): UNAUTHENTICATED with
+// HTTP 401, never an anonymous request. Signed in but not allowed: FORBIDDEN.
+// A refusal a caller is entitled to hear about is a user error code.
+//
+// Every cell that is not 'ok' must change nothing at all (every table of the
+// database hashed before and after), and every query cell too.
+//
+// Reading the accountant column: an accountant is also a viewer, so they may
+// spend their own coins and set their own limit like anyone signed in; the
+// accountant role itself grants nothing that writes.
+
+type Role = 'anonymous' | 'viewer' | 'creator' | 'accountant' | 'admin'
+type Column = Role | 'invalid token'
+type Denied = 'UNAUTHENTICATED' | 'FORBIDDEN'
+/** 'null': allowed, and the field answers null (e.g. earnings of a non-creator). */
+type Outcome = 'ok' | 'null' | Denied | UserErrorCode
+
+const COLUMNS: Column[] = ['anonymous', 'invalid token', 'viewer', 'creator', 'accountant', 'admin']
+
+const U = 'UNAUTHENTICATED'
+const F = 'FORBIDDEN'
+
+/** A row's cells, by role; bad credentials are UNAUTHENTICATED everywhere, public operations included. */
+function cells(
+  anonymous: Outcome,
+  viewer: Outcome,
+  creator: Outcome,
+  accountant: Outcome,
+  admin: Outcome,
+): Record<Column, Outcome> {
+  return { anonymous, 'invalid token': U, viewer, creator, accountant, admin }
+}
+const PUBLIC = cells('ok', 'ok', 'ok', 'ok', 'ok')
+const SIGNED_IN = cells(U, 'ok', 'ok', 'ok', 'ok')
+const CREATORS = cells(U, F, 'ok', F, F)
+const ADMINS = cells(U, F, F, F, 'ok')
+
+interface Cell {
+  column: Column
+  /** The signed-in caller; undefined for the anonymous and invalid-token columns. */
+  actor: Actor | undefined
+  /** From `variables` to `check` and `cleanup`. */
+  memo: Record<string, any>
+}
+
+interface Row {
+  name: string
+  /** The schema coordinates this row answers for (root fields and Me's fields): see the guard below. */
+  covers: string[]
+  /** The response key of the root field. */
+  root: string
+  document: string
+  /** The value the outcome is read from: null → 'null'; a payload with userErrors → their first code. */
+  select: (data: any) => unknown
+  expect: Record<Column, Outcome>
+  variables?: (cell: Cell) => Promise<Record<string, unknown>> | Record<string, unknown>
+  /** More assertions on an allowed cell: whose data came back, what changed. */
+  check?: (value: any, cell: Cell) => Promise<void>
+  cleanup?: (cell: Cell) => Promise<void>
+  /** Known authorization holes: the cell is `it.fails` until src/ is fixed. */
+  holes?: Partial<Record<Column, string>>
+}
+
+// ---- the fixture ---------------------------------------------------------------
+
+let app: TestApp
+let tables: string[]
+let forgedToken: string
+const actors = {} as Record<Exclude<Role, 'anonymous'>, Actor>
+/** A creator who is live (the stream other people's gifts and end attempts go to), and a second viewer. */
+let streamer: Actor
+let bob: Actor
+let streamId: string
+let rose: string
+const fixture = {} as Record<
+  'giftEdit' | 'giftRetire' | 'giftOff' | 'packageEdit' | 'packageRetire' | 'packageOff',
+  string
+>
+
+/** Distinct balances and limits, so that someone else's data could not pass for the caller's. */
+const GRANTED: Record<Exclude<Role, 'anonymous'>, number> = {
+  viewer: 1_000,
+  creator: 2_000,
+  accountant: 3_000,
+  admin: 4_000,
+}
+const LIMIT: Record<Exclude<Role, 'anonymous'>, number> = {
+  viewer: 10_001,
+  creator: 10_002,
+  accountant: 10_003,
+  admin: 10_004,
+}
+const grantReason = (handle: string) => `authz welcome ${handle}`
+
+let keyCounter = 0
+const key = () => `authz-${++keyCounter}`
+
+const USER_ERRORS = 'userErrors { code field message }'
+const PUBLIC_USER = 'id handle displayName isCreator'
+
+async function coinsOf(userId: string): Promise<number> {
+  return Number((await app.services.ledger.balance(userWallet(userId))).balance)
+}
+async function earningsOf(userId: string): Promise<number> {
+  return Number((await app.services.ledger.balance(creatorEarnings(userId))).balance)
+}
+async function limitOf(userId: string): Promise<number | null> {
+  const [row] = await app.database.db
+    .select({ limit: users.dailySpendLimitCoins })
+    .from(users)
+    .where(eq(users.id, userId))
+  return row?.limit === null || row?.limit === undefined ? null : Number(row.limit)
+}
+async function publicGiftSkus(): Promise<string[]> {
+  const { body } = await graphql<{ gifts: { sku: string }[] }>(app, '{ gifts { sku } }')
+  return body.data?.gifts.map((g) => g.sku) ?? []
+}
+async function publicPackageSkus(): Promise<string[]> {
+  const { body } = await graphql<{ coinPackages: { sku: string }[] }>(app, '{ coinPackages { sku } }')
+  return body.data?.coinPackages.map((p) => p.sku) ?? []
+}
+
+beforeAll(async () => {
+  app = await startTestApp({
+    env: { RATE_LIMIT_MUTATIONS_PER_SECOND: '10000', RATE_LIMIT_MUTATIONS_BURST: '10000' },
+  })
+  const db = app.database.db
+  ;[actors.viewer, actors.creator, actors.accountant, actors.admin, streamer, bob] = await Promise.all([
+    signIn(app, 'viewer'),
+    signIn(app, 'creator', ['creator']),
+    signIn(app, 'accountant', ['accountant']),
+    signIn(app, 'admin', ['admin']),
+    signIn(app, 'streamer', ['creator']),
+    signIn(app, 'bob'),
+  ])
+  // A token for a user who claims every role, signed with a key the server does not know.
+  forgedToken = await signToken(
+    new TextEncoder().encode('a-key-the-server-has-never-seen-0123456789abcdef'),
+    { sub: 'test|forger', preferred_username: 'forger', roles: ['creator', 'accountant', 'admin'] },
+    { expiresIn: '1h', issuer: app.config.jwt.issuer, audience: app.config.jwt.audience },
+  )
+
+  // Catalog items of this test's own, so that the admin cells never touch what the others use.
+  const giftRows = await db
+    .insert(gifts)
+    .values([
+      { sku: 'authz_gift_edit', name: 'Authz Edit', coinCost: 50n, imageUrl: '/static/gifts/a.png' },
+      { sku: 'authz_gift_retire', name: 'Authz Retire', coinCost: 50n, imageUrl: '/static/gifts/b.png' },
+      {
+        sku: 'authz_gift_off',
+        name: 'Authz Off',
+        coinCost: 50n,
+        imageUrl: '/static/gifts/c.png',
+        active: false,
+      },
+    ])
+    .returning({ id: gifts.id, sku: gifts.sku })
+  const packageRows = await db
+    .insert(coinPackages)
+    .values([
+      { sku: 'authz_pkg_edit', coins: 100n },
+      { sku: 'authz_pkg_retire', coins: 100n },
+      { sku: 'authz_pkg_off', coins: 100n, active: false },
+    ])
+    .returning({ id: coinPackages.id, sku: coinPackages.sku })
+  await db
+    .insert(coinPackagePrices)
+    .values(packageRows.map((p) => ({ packageId: p.id, currency: 'USD', amountMinor: 100n })))
+  const id = (rows: { id: string; sku: string }[], sku: string) => rows.find((r) => r.sku === sku)?.id ?? ''
+  fixture.giftEdit = id(giftRows, 'authz_gift_edit')
+  fixture.giftRetire = id(giftRows, 'authz_gift_retire')
+  fixture.giftOff = id(giftRows, 'authz_gift_off')
+  fixture.packageEdit = id(packageRows, 'authz_pkg_edit')
+  fixture.packageRetire = id(packageRows, 'authz_pkg_retire')
+  fixture.packageOff = id(packageRows, 'authz_pkg_off')
+  const [roseRow] = await db.select({ id: gifts.id }).from(gifts).where(eq(gifts.sku, 'rose'))
+  rose = roseRow?.id ?? ''
+
+  // Coins and limits of their own for everyone, a live stream with a gifter, earnings for the creator.
+  const GRANT = `mutation($input: GrantCoinsInput!) { grantCoins(input: $input) { ${USER_ERRORS} } }`
+  for (const [role, coins] of Object.entries(GRANTED) as [keyof typeof GRANTED, number][]) {
+    const input = { userId: actors[role].userId, coins, reason: grantReason(role), idempotencyKey: key() }
+    expect((await actors.admin.ok(GRANT, { input })).grantCoins.userErrors).toEqual([])
+    const SET = `mutation($c: Amount) { setDailySpendLimit(input: { dailyCoins: $c }) { ${USER_ERRORS} } }`
+    expect((await actors[role].ok(SET, { c: LIMIT[role] })).setDailySpendLimit.userErrors).toEqual([])
+  }
+  const bobGrant = { userId: bob.userId, coins: 500, reason: grantReason('bob'), idempotencyKey: key() }
+  await actors.admin.ok(GRANT, { input: bobGrant })
+  const started = (await streamer.ok(START_LIVE, { title: 'Authorization matrix' })).startLiveStream
+  expect(started.userErrors).toEqual([])
+  streamId = started.liveStream.id
+  const SEND = `mutation($input: SendGiftInput!) { sendGift(input: $input) { ${USER_ERRORS} } }`
+  for (const input of [
+    { giftId: rose, liveStreamId: streamId, quantity: 3, idempotencyKey: key() },
+    { giftId: rose, creatorId: actors.creator.userId, quantity: 4, idempotencyKey: key() },
+  ]) {
+    expect((await bob.ok(SEND, { input })).sendGift.userErrors).toEqual([])
+  }
+  tables = await tablesOf(db)
+})
+afterAll(() => app?.stop())
+
+// ---- the matrix ----------------------------------------------------------------
+
+const ROWS: Row[] = [
+  // ---- public reads
+  {
+    name: 'coinPackages',
+    covers: ['Query.coinPackages'],
+    root: 'coinPackages',
+    document: `query { coinPackages(currency: "USD") {
+      id sku coins bonusCoins active sortOrder price { amount currency formatted } prices { amount currency } } }`,
+    select: (d) => d.coinPackages,
+    expect: PUBLIC,
+    check: async (list) => {
+      const skus = list.map((p: any) => p.sku)
+      expect(skus).toContain('coins_70')
+      expect(skus).not.toContain('authz_pkg_off')
+      expect(list.every((p: any) => p.active)).toBe(true)
+    },
+  },
+  {
+    name: 'gifts',
+    covers: ['Query.gifts'],
+    root: 'gifts',
+    document: 'query { gifts { id sku name coinCost imageUrl active sortOrder } }',
+    select: (d) => d.gifts,
+    expect: PUBLIC,
+    check: async (list) => {
+      const skus = list.map((g: any) => g.sku)
+      expect(skus).toContain('rose')
+      expect(skus).not.toContain('authz_gift_off')
+      expect(list.every((g: any) => g.active)).toBe(true)
+    },
+  },
+  {
+    name: 'gifts(includeRetired: true)',
+    covers: ['Query.gifts'],
+    root: 'gifts',
+    document: 'query { gifts(includeRetired: true) { id sku active } }',
+    select: (d) => d.gifts,
+    expect: ADMINS,
+    check: async (list) => {
+      expect(list).toContainEqual({ id: fixture.giftOff, sku: 'authz_gift_off', active: false })
+    },
+  },
+  {
+    name: 'liveStreams',
+    covers: ['Query.liveStreams'],
+    root: 'liveStreams',
+    document: `query { liveStreams(first: 20) {
+      edges { cursor node { id title status startedAt giftCoins creator { ${PUBLIC_USER} } } } } }`,
+    select: (d) => d.liveStreams,
+    expect: PUBLIC,
+    check: async (connection) => {
+      const node = connection.edges.map((e: any) => e.node).find((n: any) => n.id === streamId)
+      expect(node).toMatchObject({
+        status: 'LIVE',
+        creator: { id: streamer.userId, handle: 'streamer', displayName: 'Streamer', isCreator: true },
+      })
+    },
+  },
+  {
+    name: 'liveStream(id) with topGifters',
+    covers: ['Query.liveStream'],
+    root: 'liveStream',
+    document: `query($id: ID!) { liveStream(id: $id) {
+      id status giftCoins creator { ${PUBLIC_USER} } topGifters(first: 10) { rank coins user { ${PUBLIC_USER} } } } }`,
+    variables: () => ({ id: streamId }),
+    select: (d) => d.liveStream,
+    expect: PUBLIC,
+    check: async (stream) => {
+      expect(stream.giftCoins).toBeGreaterThanOrEqual(3)
+      const gifter = stream.topGifters.find((g: any) => g.user.id === bob.userId)
+      expect(gifter?.user).toEqual({ id: bob.userId, handle: 'bob', displayName: 'Bob', isCreator: false })
+      expect(gifter?.coins).toBeGreaterThanOrEqual(3)
+    },
+  },
+
+  // ---- the caller's own data
+  {
+    name: 'me { user }',
+    covers: ['Query.me', 'Me.user'],
+    root: 'me',
+    document: `query { me { user { ${PUBLIC_USER} } } }`,
+    select: (d) => d.me?.user,
+    expect: SIGNED_IN,
+    check: async (user, { column, actor }) => {
+      expect(user).toEqual({
+        id: actor?.userId,
+        handle: column,
+        displayName: column[0]?.toUpperCase() + column.slice(1),
+        isCreator: column === 'creator',
+      })
+    },
+  },
+  {
+    name: 'me { wallet { coins updatedAt } }',
+    covers: ['Query.me', 'Me.wallet'],
+    root: 'me',
+    document: 'query { me { wallet { coins updatedAt } } }',
+    select: (d) => d.me?.wallet,
+    expect: SIGNED_IN,
+    check: async (wallet, { actor }) => {
+      expect(wallet.coins).toBe(await coinsOf(actor?.userId ?? ''))
+      expect(wallet.updatedAt).toEqual(expect.any(String))
+    },
+  },
+  {
+    name: 'me { wallet { history } }',
+    covers: ['Query.me', 'Me.wallet'],
+    root: 'me',
+    document: `query { me { wallet { coins history(first: 20) {
+      edges { node { id kind amount balanceAfter postedAt description } } pageInfo { hasNextPage } } } } }`,
+    select: (d) => d.me?.wallet,
+    expect: SIGNED_IN,
+    check: async (wallet, { column }) => {
+      const entries = wallet.history.edges.map((e: any) => e.node)
+      expect(entries[0].balanceAfter).toBe(wallet.coins)
+      const descriptions = entries.map((e: any) => e.description).join('\n')
+      expect(descriptions).toContain(grantReason(column))
+      for (const other of [...Object.keys(GRANTED), 'bob'].filter((h) => h !== column)) {
+        expect(descriptions).not.toContain(grantReason(other))
+      }
+    },
+  },
+  {
+    name: 'me { earnings }',
+    covers: ['Query.me', 'Me.earnings'],
+    root: 'me',
+    document: 'query { me { earnings { coins pendingPayoutCoins } } }',
+    select: (d) => d.me?.earnings,
+    expect: cells(U, 'null', 'ok', 'null', 'null'),
+    check: async (earnings, { actor }) => {
+      expect(earnings.coins).toBeGreaterThan(0)
+      expect(earnings.coins).toBe(await earningsOf(actor?.userId ?? ''))
+    },
+  },
+  {
+    name: 'me { spendLimits }',
+    covers: ['Query.me', 'Me.spendLimits'],
+    root: 'me',
+    document: 'query { me { spendLimits { dailyCoins perGiftCoins spentTodayCoins } } }',
+    select: (d) => d.me?.spendLimits,
+    expect: SIGNED_IN,
+    check: async (limits, { actor }) => {
+      expect(limits.dailyCoins).toBe(await limitOf(actor?.userId ?? ''))
+    },
+  },
+
+  // ---- viewers' mutations
+  {
+    name: 'sendGift (in another creator’s live stream)',
+    covers: ['Mutation.sendGift'],
+    root: 'sendGift',
+    document: `mutation($input: SendGiftInput!) { sendGift(input: $input) {
+      giftEvent { id coins sender { id } creator { id } liveStream { id } } wallet { coins } ${USER_ERRORS} } }`,
+    variables: async ({ actor, memo }) => {
+      memo.before = actor ? await coinsOf(actor.userId) : null
+      return { input: { giftId: rose, liveStreamId: streamId, idempotencyKey: key() } }
+    },
+    select: (d) => d.sendGift,
+    expect: SIGNED_IN,
+    check: async (payload, { actor, memo }) => {
+      expect(payload.giftEvent).toMatchObject({
+        coins: 1,
+        sender: { id: actor?.userId },
+        creator: { id: streamer.userId },
+        liveStream: { id: streamId },
+      })
+      expect(payload.wallet.coins).toBe(memo.before - 1)
+      expect(await coinsOf(actor?.userId ?? '')).toBe(memo.before - 1)
+    },
+  },
+  {
+    name: 'sendGift (to yourself)',
+    covers: ['Mutation.sendGift'],
+    root: 'sendGift',
+    document: `mutation($input: SendGiftInput!) { sendGift(input: $input) { giftEvent { id } ${USER_ERRORS} } }`,
+    variables: ({ actor }) => ({
+      input: { giftId: rose, creatorId: actor?.userId ?? actors.creator.userId, idempotencyKey: key() },
+    }),
+    select: (d) => d.sendGift,
+    // Only creators can be gifted; one cannot gift oneself.
+    expect: cells(U, 'CREATOR_NOT_FOUND', 'CANNOT_GIFT_SELF', 'CREATOR_NOT_FOUND', 'CREATOR_NOT_FOUND'),
+  },
+  {
+    name: 'setDailySpendLimit',
+    covers: ['Mutation.setDailySpendLimit'],
+    root: 'setDailySpendLimit',
+    document: `mutation($input: SetDailySpendLimitInput!) {
+      setDailySpendLimit(input: $input) { spendLimits { dailyCoins } ${USER_ERRORS} } }`,
+    variables: async ({ column, memo }) => {
+      memo.others = await Promise.all(
+        [...Object.values(actors), streamer, bob].map(async (a) => [a.userId, await limitOf(a.userId)]),
+      )
+      memo.value = 20_000 + COLUMNS.indexOf(column)
+      return { input: { dailyCoins: memo.value } }
+    },
+    select: (d) => d.setDailySpendLimit,
+    expect: SIGNED_IN,
+    check: async (payload, { actor, memo }) => {
+      expect(payload.spendLimits.dailyCoins).toBe(memo.value)
+      for (const [userId, before] of memo.others as [string, number | null][]) {
+        expect(await limitOf(userId)).toBe(userId === actor?.userId ? memo.value : before)
+      }
+    },
+  },
+
+  // ---- creators' mutations
+  {
+    name: 'startLiveStream',
+    covers: ['Mutation.startLiveStream'],
+    root: 'startLiveStream',
+    document: `mutation($input: StartLiveStreamInput!) {
+      startLiveStream(input: $input) { liveStream { id status creator { id } } ${USER_ERRORS} } }`,
+    variables: () => ({ input: { title: 'Matrix cell' } }),
+    select: (d) => d.startLiveStream,
+    expect: CREATORS,
+    check: async (payload, { actor, memo }) => {
+      memo.started = payload.liveStream.id
+      expect(payload.liveStream).toMatchObject({ status: 'LIVE', creator: { id: actor?.userId } })
+    },
+    cleanup: async ({ actor, memo }) => {
+      if (actor && memo.started) await actor.ok(END_LIVE, { liveStreamId: memo.started })
+    },
+  },
+  {
+    name: 'endLiveStream (your own stream)',
+    covers: ['Mutation.endLiveStream'],
+    root: 'endLiveStream',
+    document: `mutation($input: EndLiveStreamInput!) {
+      endLiveStream(input: $input) { liveStream { id status endedAt creator { id } } ${USER_ERRORS} } }`,
+    variables: async ({ column, actor, memo }) => {
+      // Only a creator has a stream of their own; the others aim at a live stream that is there.
+      memo.streamId = streamId
+      if (column === 'creator' && actor) {
+        const started = (await actor.ok(START_LIVE, { title: 'Mine to end' })).startLiveStream
+        expect(started.userErrors).toEqual([])
+        memo.streamId = started.liveStream.id
+      }
+      return { input: { liveStreamId: memo.streamId } }
+    },
+    select: (d) => d.endLiveStream,
+    expect: CREATORS,
+    check: async (payload, { actor, memo }) => {
+      expect(payload.liveStream).toMatchObject({
+        id: memo.streamId,
+        status: 'ENDED',
+        endedAt: expect.any(String),
+        creator: { id: actor?.userId },
+      })
+    },
+  },
+  {
+    name: 'endLiveStream (another creator’s stream)',
+    covers: ['Mutation.endLiveStream'],
+    root: 'endLiveStream',
+    document: `mutation($input: EndLiveStreamInput!) {
+      endLiveStream(input: $input) { liveStream { id status } ${USER_ERRORS} } }`,
+    variables: () => ({ input: { liveStreamId: streamId } }),
+    select: (d) => d.endLiveStream,
+    // Someone else's stream is "not found" to a creator: ids are not probed.
+    expect: cells(U, F, 'STREAM_NOT_FOUND', F, F),
+  },
+
+  // ---- admins' mutations
+  {
+    name: 'grantCoins',
+    covers: ['Mutation.grantCoins'],
+    root: 'grantCoins',
+    document: `mutation($input: GrantCoinsInput!) {
+      grantCoins(input: $input) { wallet { coins } ledgerTransaction { id kind } ${USER_ERRORS} } }`,
+    variables: async ({ memo }) => {
+      memo.before = await coinsOf(bob.userId)
+      return { input: { userId: bob.userId, coins: 7, reason: 'authz matrix', idempotencyKey: key() } }
+    },
+    select: (d) => d.grantCoins,
+    expect: ADMINS,
+    check: async (payload, { memo }) => {
+      expect(payload.ledgerTransaction.kind).toBe('grant')
+      expect(payload.wallet.coins).toBe(memo.before + 7)
+      expect(await coinsOf(bob.userId)).toBe(memo.before + 7)
+    },
+  },
+  {
+    // The contract's GrantCoins reads back `wallet { coins }`, the recipient's
+    // new balance. But the payload's `wallet` is the whole Wallet type, the
+    // one `me` gives its owner: an admin who grants one coin (or replays an
+    // old grant's idempotency key, which grants nothing more) reads that
+    // user's entire, current wallet history and when they last spent.
+    // Expected: refused (FORBIDDEN), or the field gone from GrantCoinsPayload
+    // (then make this row select something that still exists).
+    name: 'grantCoins { wallet { history } } (another user’s wallet history)',
+    covers: ['Mutation.grantCoins'],
+    root: 'grantCoins',
+    document: `mutation($input: GrantCoinsInput!) { grantCoins(input: $input) {
+      wallet { coins updatedAt history(first: 20) { edges { node { kind amount description } } } } ${USER_ERRORS} } }`,
+    variables: () => ({
+      input: { userId: bob.userId, coins: 1, reason: 'authz matrix', idempotencyKey: key() },
+    }),
+    select: (d) => d.grantCoins,
+    expect: cells(U, F, F, F, F),
+    holes: {
+      admin:
+        'HOLE: GrantCoinsPayload.wallet is the recipient’s full Wallet: grantCoins lets an admin read any user’s wallet history and updatedAt',
+    },
+  },
+  {
+    name: 'setCreatorShare',
+    covers: ['Mutation.setCreatorShare'],
+    root: 'setCreatorShare',
+    document: `mutation($input: SetCreatorShareInput!) {
+      setCreatorShare(input: $input) { creator { ${PUBLIC_USER} } shareBasisPoints ${USER_ERRORS} } }`,
+    variables: ({ column }) => ({
+      input: { creatorId: streamer.userId, shareBasisPoints: column === 'admin' ? 6_000 : 10_000 },
+    }),
+    select: (d) => d.setCreatorShare,
+    expect: ADMINS,
+    check: async (payload) => {
+      expect(payload.creator.id).toBe(streamer.userId)
+      expect(payload.shareBasisPoints).toBe(6_000)
+      const [row] = await app.database.db
+        .select({ bps: users.creatorShareBps })
+        .from(users)
+        .where(eq(users.id, streamer.userId))
+      expect(row?.bps).toBe(6_000)
+    },
+  },
+  {
+    name: 'createGift',
+    covers: ['Mutation.createGift'],
+    root: 'createGift',
+    document: `mutation($input: CreateGiftInput!) { createGift(input: $input) { gift { id sku active } ${USER_ERRORS} } }`,
+    variables: ({ memo }) => {
+      memo.sku = `authz_new_gift_${++keyCounter}`
+      return { input: { sku: memo.sku, name: 'Authz New', coinCost: 3, imageUrl: '/static/gifts/new.png' } }
+    },
+    select: (d) => d.createGift,
+    expect: ADMINS,
+    check: async (payload, { memo }) => {
+      expect(payload.gift).toMatchObject({ sku: memo.sku, active: true })
+      expect(await publicGiftSkus()).toContain(memo.sku)
+    },
+  },
+  {
+    name: 'updateGift',
+    covers: ['Mutation.updateGift'],
+    root: 'updateGift',
+    document: `mutation($input: UpdateGiftInput!) { updateGift(input: $input) { gift { id coinCost } ${USER_ERRORS} } }`,
+    variables: ({ column }) => ({
+      input: { giftId: fixture.giftEdit, coinCost: column === 'admin' ? 77 : 1 },
+    }),
+    select: (d) => d.updateGift,
+    expect: ADMINS,
+    check: async (payload) => {
+      expect(payload.gift).toEqual({ id: fixture.giftEdit, coinCost: 77 })
+    },
+  },
+  {
+    name: 'retireGift',
+    covers: ['Mutation.retireGift'],
+    root: 'retireGift',
+    document: `mutation($input: RetireGiftInput!) { retireGift(input: $input) { gift { id active } ${USER_ERRORS} } }`,
+    variables: () => ({ input: { giftId: fixture.giftRetire } }),
+    select: (d) => d.retireGift,
+    expect: ADMINS,
+    check: async (payload) => {
+      expect(payload.gift).toEqual({ id: fixture.giftRetire, active: false })
+      expect(await publicGiftSkus()).not.toContain('authz_gift_retire')
+    },
+  },
+  {
+    name: 'createCoinPackage',
+    covers: ['Mutation.createCoinPackage'],
+    root: 'createCoinPackage',
+    document: `mutation($input: CreateCoinPackageInput!) {
+      createCoinPackage(input: $input) { coinPackage { id sku active } ${USER_ERRORS} } }`,
+    variables: ({ memo }) => {
+      memo.sku = `authz_new_pkg_${++keyCounter}`
+      return { input: { sku: memo.sku, coins: 100, prices: [{ currency: 'USD', amount: 199 }] } }
+    },
+    select: (d) => d.createCoinPackage,
+    expect: ADMINS,
+    check: async (payload, { memo }) => {
+      expect(payload.coinPackage).toMatchObject({ sku: memo.sku, active: true })
+      expect(await publicPackageSkus()).toContain(memo.sku)
+    },
+  },
+  {
+    name: 'updateCoinPackage',
+    covers: ['Mutation.updateCoinPackage'],
+    root: 'updateCoinPackage',
+    document: `mutation($input: UpdateCoinPackageInput!) {
+      updateCoinPackage(input: $input) { coinPackage { id coins prices { amount currency } } ${USER_ERRORS} } }`,
+    variables: ({ column }) => ({
+      input:
+        column === 'admin'
+          ? { packageId: fixture.packageEdit, coins: 123 }
+          : { packageId: fixture.packageEdit, coins: 1, prices: [{ currency: 'USD', amount: 1 }] },
+    }),
+    select: (d) => d.updateCoinPackage,
+    expect: ADMINS,
+    check: async (payload) => {
+      expect(payload.coinPackage).toEqual({
+        id: fixture.packageEdit,
+        coins: 123,
+        prices: [{ amount: 100, currency: 'USD' }],
+      })
+    },
+  },
+  {
+    name: 'retireCoinPackage',
+    covers: ['Mutation.retireCoinPackage'],
+    root: 'retireCoinPackage',
+    document: `mutation($input: RetireCoinPackageInput!) {
+      retireCoinPackage(input: $input) { coinPackage { id active } ${USER_ERRORS} } }`,
+    variables: () => ({ input: { packageId: fixture.packageRetire } }),
+    select: (d) => d.retireCoinPackage,
+    expect: ADMINS,
+    check: async (payload) => {
+      expect(payload.coinPackage).toEqual({ id: fixture.packageRetire, active: false })
+      expect(await publicPackageSkus()).not.toContain('authz_pkg_retire')
+    },
+  },
+]
+
+// ---- running a cell --------------------------------------------------------------
+
+function headersOf(column: Column): Record<string, string> {
+  if (column === 'anonymous') return {}
+  if (column === 'invalid token') return { authorization: `Bearer ${forgedToken}` }
+  return { authorization: `Bearer ${actors[column].token}` }
+}
+
+function outcomeOf(row: Row, body: { data?: any; errors?: GraphQLErrorBody[] }): string {
+  const [error] = body.errors ?? []
+  if (error) return String(error.extensions?.code ?? `error without a code: ${error.message}`)
+  const value = row.select(body.data)
+  if (value === null || value === undefined) return 'null'
+  const userErrors = (value as { userErrors?: { code: string }[] }).userErrors
+  return userErrors?.[0]?.code ?? 'ok'
+}
+
+async function runCell(row: Row, column: Column): Promise<void> {
+  const cell: Cell = {
+    column,
+    actor: column === 'anonymous' || column === 'invalid token' ? undefined : actors[column],
+    memo: {},
+  }
+  try {
+    const variables = (await row.variables?.(cell)) ?? {}
+    const before = await snapshot(app.database.db, tables)
+    const { status, body } = await graphql(app, row.document, variables, headersOf(column))
+    const expected = row.expect[column]
+    expect(outcomeOf(row, body), JSON.stringify(body)).toBe(expected)
+    if (expected === U || expected === F) {
+      // Nothing of the answer comes back with a denial.
+      expect(body.data?.[row.root] ?? null).toBeNull()
+    }
+    if (column === 'invalid token') expect(status).toBe(401)
+    const isMutation = row.document.trimStart().startsWith('mutation')
+    if (!isMutation || expected !== 'ok') {
+      expect(
+        await snapshot(app.database.db, tables),
+        'a refused or read-only cell must change nothing',
+      ).toEqual(before)
+    }
+    if (expected === 'ok') await row.check?.(row.select(body.data), cell)
+  } finally {
+    await row.cleanup?.(cell)
+  }
+}
+
+describe.each(ROWS)('$name', (row) => {
+  for (const column of COLUMNS) {
+    const hole = row.holes?.[column]
+    const title = `${column} → ${row.expect[column]}`
+    if (hole) it.fails(`${title} (${hole})`, () => runCell(row, column))
+    else it(title, () => runCell(row, column))
+  }
+})
+
+// ---- the matrix stays complete ------------------------------------------------------
+
+const committedSchema = buildSchema(
+  readFileSync(fileURLToPath(new URL('../schema.graphql', import.meta.url)), 'utf8'),
+)
+
+/** Root fields (Query, Mutation, Subscription) and Me's fields: each needs a row. */
+function coordinatesOf(schema: GraphQLSchema): string[] {
+  const out: string[] = []
+  for (const type of [
+    schema.getQueryType(),
+    schema.getMutationType(),
+    schema.getSubscriptionType(),
+    schema.getType('Me'),
+  ]) {
+    if (isObjectType(type))
+      for (const field of Object.keys(type.getFields())) out.push(`${type.name}.${field}`)
+  }
+  return out.sort()
+}
+
+describe('the matrix', () => {
+  const covered = [...new Set(ROWS.flatMap((r) => r.covers))].sort()
+
+  it.each([
+    ['schema.graphql', committedSchema],
+    ['the schema the server builds', builtSchema],
+  ])(
+    'has a row for every root field and every field of Me in %s, and none for fields that are gone',
+    (_name, schema) => {
+      const fields = coordinatesOf(schema)
+      expect(
+        fields.filter((f) => !covered.includes(f)),
+        'fields without a row in ROWS: add one (with every role) to test/authorization.test.ts',
+      ).toEqual([])
+      expect(
+        covered.filter((f) => !fields.includes(f)),
+        'rows for fields the schema no longer has',
+      ).toEqual([])
+    },
+  )
+
+  it('has a cell for every role in every row', () => {
+    for (const row of ROWS) expect(Object.keys(row.expect).sort(), row.name).toEqual([...COLUMNS].sort())
+  })
+})
+
+// ---- what the schema lets anyone name or see ---------------------------------------
+
+describe('the schema', () => {
+  it('shows public profile fields only on User', () => {
+    const user = committedSchema.getType('User')
+    if (!isObjectType(user)) throw new Error('no User type')
+    const fields = Object.keys(user.getFields()).sort()
+    expect(fields).toEqual(['displayName', 'handle', 'id', 'isCreator'])
+    const privateName =
+      /email|subject|sub$|role|wallet|coin|balance|earning|limit|spend|share|phone|address|birth|payout|token/i
+    expect(fields.filter((f) => privateName.test(f))).toEqual([])
+    const gifter = committedSchema.getType('TopGifter')
+    if (!isObjectType(gifter)) throw new Error('no TopGifter type')
+    expect(Object.keys(gifter.getFields()).sort()).toEqual(['coins', 'rank', 'user'])
+  })
+
+  it('reaches wallets, earnings and spend limits only through `me` and the payloads of one’s own mutations', () => {
+    const PRIVATE = new Set([
+      'Me',
+      'Wallet',
+      'WalletEntry',
+      'WalletHistoryConnection',
+      'WalletHistoryConnectionEdge',
+      'Earnings',
+      'SpendLimits',
+    ])
+    const ways: string[] = []
+    for (const type of Object.values(committedSchema.getTypeMap())) {
+      if (!isObjectType(type) || PRIVATE.has(type.name) || type.name.startsWith('__')) continue
+      for (const field of Object.values(type.getFields())) {
+        if (PRIVATE.has(getNamedType(field.type).name)) ways.push(`${type.name}.${field.name}`)
+      }
+    }
+    // GrantCoinsPayload.wallet is another user's wallet: see the grantCoins history row.
+    expect(ways.sort()).toEqual([
+      'GrantCoinsPayload.wallet',
+      'Query.me',
+      'SendGiftPayload.wallet',
+      'SetDailySpendLimitPayload.spendLimits',
+    ])
+    const me = committedSchema.getQueryType()?.getFields().me
+    expect(me?.args).toEqual([])
+  })
+
+  it('takes a user’s id only where an admin acts on them or a gift names its recipient', () => {
+    const namesAUser = /user|creator|sender|owner|member|account|subject|viewer/i
+    const found: string[] = []
+    for (const type of Object.values(committedSchema.getTypeMap())) {
+      if (type.name.startsWith('__')) continue
+      if (isInputObjectType(type)) {
+        for (const field of Object.values(type.getFields())) {
+          if (getNamedType(field.type).name === 'ID' && namesAUser.test(field.name))
+            found.push(`${type.name}.${field.name}`)
+        }
+      }
+      if (isObjectType(type)) {
+        for (const field of Object.values(type.getFields())) {
+          for (const arg of field.args) {
+            if (getNamedType(arg.type).name === 'ID' && namesAUser.test(arg.name))
+              found.push(`${type.name}.${field.name}(${arg.name})`)
+          }
+        }
+      }
+    }
+    expect(found.sort()).toEqual([
+      'GrantCoinsInput.userId',
+      'SendGiftInput.creatorId',
+      'SetCreatorShareInput.creatorId',
+    ])
+  })
+
+  it('refuses a user id on `me`', async () => {
+    const { body } = await graphql(
+      app,
+      `query($id: ID!) { me(userId: $id) { wallet { coins } } }`,
+      { id: bob.userId },
+      headersOf('viewer'),
+    )
+    expect(body.errors?.[0]?.extensions?.code).toBe('GRAPHQL_VALIDATION_FAILED')
+    expect(body.data ?? null).toBeNull()
+  })
+})
+
+// ---- everyone gets their own ----------------------------------------------------------
+
+describe('isolation', () => {
+  const ME = `query { me { user { id } wallet { coins } spendLimits { dailyCoins }
+    history: wallet { history(first: 1) { edges { node { balanceAfter } } } } } }`
+
+  it('answers `me` with the caller’s own data, even for callers asking at the same time', async () => {
+    const callers = [...Object.values(actors), streamer, bob]
+    const answers = await Promise.all(
+      Array.from({ length: 4 }, () => callers).flatMap((round) =>
+        round.map(async (caller) => ({ caller, me: (await caller.ok(ME)).me })),
+      ),
+    )
+    for (const { caller, me } of answers) {
+      expect(me.user.id).toBe(caller.userId)
+      expect(me.wallet.coins).toBe(await coinsOf(caller.userId))
+      expect(me.history.history.edges[0]?.node.balanceAfter ?? 0).toBe(me.wallet.coins)
+      expect(me.spendLimits.dailyCoins).toBe(await limitOf(caller.userId))
+    }
+    // Two viewers, two different wallets.
+    const [viewerMe, bobMe] = await Promise.all([actors.viewer.ok(ME), bob.ok(ME)])
+    expect(viewerMe.me.user.id).not.toBe(bobMe.me.user.id)
+    expect(viewerMe.me.wallet.coins).not.toBe(bobMe.me.wallet.coins)
+  })
+
+  it('keeps idempotency keys per sender: the same key from two viewers is two gifts, each from its own wallet', async () => {
+    const SEND = `mutation($input: SendGiftInput!) { sendGift(input: $input) {
+      giftEvent { id sender { id } } wallet { coins } ${USER_ERRORS} } }`
+    const input = { giftId: rose, liveStreamId: streamId, idempotencyKey: 'authz-shared-key' }
+    const before = { viewer: await coinsOf(actors.viewer.userId), bob: await coinsOf(bob.userId) }
+    const mine = (await actors.viewer.ok(SEND, { input })).sendGift
+    const bobs = (await bob.ok(SEND, { input })).sendGift
+    expect(mine.userErrors).toEqual([])
+    expect(bobs.userErrors).toEqual([])
+    expect(bobs.giftEvent.id).not.toBe(mine.giftEvent.id)
+    expect(bobs.giftEvent.sender.id).toBe(bob.userId)
+    expect(mine.wallet.coins).toBe(before.viewer - 1)
+    expect(bobs.wallet.coins).toBe(before.bob - 1)
+    expect(await coinsOf(actors.viewer.userId)).toBe(before.viewer - 1)
+    expect(await coinsOf(bob.userId)).toBe(before.bob - 1)
+  })
+
+  it('leaves the books balanced', async () => {
+    expect((await app.services.ledger.checkIntegrity()).problems).toEqual([])
+  })
+})
+
+// Every cell above reached the database through the same server; this one keeps
+// the snapshot helper honest: a write shows.
+describe('the snapshot', () => {
+  it('sees a change', async () => {
+    const before = await snapshot(app.database.db, tables)
+    await app.database.db.execute(
+      sql`update gifts set sort_order = sort_order + 1 where sku = 'authz_gift_off'`,
+    )
+    expect(await snapshot(app.database.db, tables)).not.toEqual(before)
+  })
+})
