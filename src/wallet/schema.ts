@@ -159,14 +159,23 @@ builder.queryFields((t) => ({
 
 // ---- mutations ----------------------------------------------------------------
 
+/**
+ * What an admin learns about the recipient's wallet: its balance right after
+ * the grant, and nothing else (not the history, not when it last moved).
+ */
+const GrantedWallet = builder.objectRef<{ coins: bigint }>('GrantedWallet').implement({
+  description: 'The recipient’s balance right after a grant.',
+  fields: (t) => ({ coins: t.field({ type: 'Amount', resolve: (w) => w.coins }) }),
+})
+
 interface GrantPayloadShape {
-  wallet?: WalletShape | null
+  wallet?: { coins: bigint } | null
   ledgerTransaction?: PostedTransaction | null
   userErrors: UserError[]
 }
 const GrantCoinsPayload = builder.objectRef<GrantPayloadShape>('GrantCoinsPayload').implement({
   fields: (t) => ({
-    wallet: t.field({ type: Wallet, nullable: true, resolve: (p) => p.wallet ?? null }),
+    wallet: t.field({ type: GrantedWallet, nullable: true, resolve: (p) => p.wallet ?? null }),
     ledgerTransaction: t.field({
       type: LedgerTransaction,
       nullable: true,
@@ -228,7 +237,7 @@ builder.mutationFields((t) => ({
           grantedBy: viewerOf(ctx).userId,
         })
         return {
-          wallet: walletCoins === null ? { userId } : { userId, coins: walletCoins },
+          wallet: walletCoins === null ? null : { coins: walletCoins },
           ledgerTransaction: transaction,
         }
       }),
