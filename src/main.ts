@@ -5,6 +5,7 @@ import { openDatabase } from './db/client.js'
 import { migrateDatabase } from './db/migrate.js'
 import { buildApp } from './http/server.js'
 import { startHoldExpiry } from './ledger/expiry.js'
+import { startRechargeJobs } from './recharge/jobs.js'
 import { createServices } from './services.js'
 
 // Start-up only: configuration, database, server, and a clean stop.
@@ -30,7 +31,16 @@ try {
   const seeded = await seedCatalog(database.db)
   logger.info({ database: database.kind, ...seeded }, 'database ready')
 
-  const services = createServices(config, database)
+  const services = createServices(config, database, {
+    onBackgroundError: (err, context) =>
+      logger.warn({ err, ...context }, 'background work failed; will retry'),
+  })
+  const stopRechargeJobs = startRechargeJobs(services, {
+    onError: (err) => logger.error({ err }, 'recharge job failed'),
+    onReport: (report) => {
+      if (report.problems.length > 0 || report.settled > 0) logger.info({ report }, 'reconciliation')
+    },
+  })
   const stopHoldExpiry = startHoldExpiry(services.ledger, {
     intervalMs: 30_000,
     onError: (err) => logger.error({ err }, 'hold expiry failed'),
@@ -50,6 +60,7 @@ try {
     try {
       await app.stop()
       await stopHoldExpiry()
+      await stopRechargeJobs()
       await database.close()
       logger.info('stopped')
       process.exit(0)

@@ -5,6 +5,11 @@ import type { Config } from './config.js'
 import type { Database } from './db/client.js'
 import { GiftService } from './gifts/service.js'
 import { Ledger } from './ledger/index.js'
+import { PayPalGateway } from './payments/paypal.js'
+import { StripeGateway } from './payments/stripe.js'
+import type { PaymentGateway, ProviderName } from './payments/types.js'
+import { WebhookInbox } from './recharge/inbox.js'
+import { RechargeService } from './recharge/service.js'
 
 /**
  * The composition root: every long-lived service, built once per process
@@ -20,9 +25,47 @@ export interface Services {
   auth: Authenticator
   /** Gifts, group-committed with their ledger transactions. */
   gifts: GiftService
+  /** Buying coins: orders, settlement, refunds, disputes. */
+  recharge: RechargeService
+  /** Verified provider webhooks, stored, then processed with retries. */
+  inbox: WebhookInbox
 }
 
-export function createServices(config: Config, database: Database): Services {
+/** Each provider is enabled only when it is configured. */
+export function paymentGateways(config: Config): Map<ProviderName, PaymentGateway> {
+  const gateways = new Map<ProviderName, PaymentGateway>()
+  const { stripe } = config
+  if (stripe.secretKey && stripe.webhookSecret) {
+    gateways.set(
+      'stripe',
+      new StripeGateway({
+        secretKey: stripe.secretKey,
+        webhookSecret: stripe.webhookSecret,
+        apiBase: stripe.apiBase,
+      }),
+    )
+  }
+  const { paypal } = config
+  if (paypal.clientId && paypal.clientSecret && paypal.webhookId) {
+    gateways.set(
+      'paypal',
+      new PayPalGateway({
+        clientId: paypal.clientId,
+        clientSecret: paypal.clientSecret,
+        webhookId: paypal.webhookId,
+        apiBase: paypal.apiBase,
+      }),
+    )
+  }
+  return gateways
+}
+
+/** Where background failures (a webhook event that failed to process) are reported. */
+export interface ServiceHooks {
+  onBackgroundError?: (error: unknown, context: Record<string, unknown>) => void
+}
+
+export function createServices(config: Config, database: Database, hooks: ServiceHooks = {}): Services {
   const ledger = new Ledger(database.db, { batchSizeMax: config.ledger.batchSizeMax })
   const users = new UserService(database.db, ledger)
   const tokens = new TokenVerifier(loadJwtKey(config.jwt, config.env).key, {
@@ -33,5 +76,9 @@ export function createServices(config: Config, database: Database): Services {
   const gifts = new GiftService(database.db, ledger, config.gifts, {
     batchSizeMax: config.ledger.batchSizeMax,
   })
-  return { config, ledger, users, auth, gifts }
+  const recharge = new RechargeService(database.db, ledger, paymentGateways(config))
+  const inbox = new WebhookInbox(database.db, recharge, (error, event) =>
+    hooks.onBackgroundError?.(error, { ...event, component: 'webhook-inbox' }),
+  )
+  return { config, ledger, users, auth, gifts, recharge, inbox }
 }

@@ -1,7 +1,7 @@
 import { eq, sql } from 'drizzle-orm'
 import type { Db, Tx } from '../db/client.js'
 import { rowsOf } from '../db/rows.js'
-import { giftEvents, gifts, ledgerTransactions, liveStreams, users } from '../db/schema.js'
+import { giftEvents, gifts, ledgerAccounts, ledgerTransactions, liveStreams, users } from '../db/schema.js'
 import { DomainError } from '../graphql/errors.js'
 import { Coalescer, OverloadedError } from '../ledger/coalescer.js'
 import {
@@ -12,6 +12,7 @@ import {
   type PreparedPosting,
   platform,
   type Settled,
+  userCoinDebt,
   userWallet,
 } from '../ledger/index.js'
 import { inTransaction } from '../ledger/tx.js'
@@ -202,6 +203,17 @@ export class GiftService {
       .where(eq(users.id, input.senderId))
     if (!sender) throw new DomainError('USER_NOT_FOUND', 'unknown sender')
 
+    // A clawback that found the coins spent left a debt: no gifts until a recharge repays it.
+    const [debt] = await this.db
+      .select({ balance: ledgerAccounts.balance })
+      .from(ledgerAccounts)
+      .where(eq(ledgerAccounts.code, userCoinDebt(input.senderId).code))
+    if (debt && debt.balance > 0n) {
+      throw new DomainError(
+        'WALLET_IN_DEBT',
+        `you owe ${debt.balance} coins from a refund; recharge to repay them first`,
+      )
+    }
     const split = splitGift(gift.coinCost, input.quantity, creator.shareBps)
     if (split.coins > this.limits.coinsMax) {
       throw new DomainError(

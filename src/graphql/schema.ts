@@ -7,6 +7,7 @@ import '../users/schema.js'
 import '../streams/schema.js'
 import '../wallet/schema.js'
 import '../gifts/schema.js'
+import '../recharge/schema.js'
 
 // One import per capability's GraphQL file; the builder collects them.
 

@@ -35,6 +35,10 @@ export const LIMITS = {
 } as const
 
 const GRAPHQL_PATH = '/graphql'
+const WEBHOOK_ROUTES = new Map<string, 'stripe' | 'paypal'>([
+  ['/webhooks/stripe', 'stripe'],
+  ['/webhooks/paypal', 'paypal'],
+])
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,100}$/
 
 export interface AppOptions {
@@ -163,7 +167,31 @@ export function buildApp({
         'ready',
       )
     }
+    const webhook = WEBHOOK_ROUTES.get(path)
+    if (webhook) return handleWebhook(req, res, webhook)
     sendJson(res, 404, { error: 'not found' })
+  }
+
+  /**
+   * Provider webhooks, outside GraphQL: the raw body, byte for byte, is what
+   * the signature covers. A verified event is stored and acknowledged at
+   * once; a forged or stale one is refused with 400 and stored nowhere.
+   */
+  async function handleWebhook(req: IncomingMessage, res: ServerResponse, provider: 'stripe' | 'paypal') {
+    if (req.method !== 'POST') {
+      res.setHeader('allow', 'POST')
+      return sendJson(res, 405, { error: 'method not allowed' })
+    }
+    const body = await readBody(req, LIMITS.bodySizeMaxBytes)
+    if (body === 'too-large') return refuseTooLarge(req, res)
+    const headers: Record<string, string | undefined> = {}
+    for (const [name, value] of Object.entries(req.headers)) {
+      headers[name.toLowerCase()] = Array.isArray(value) ? value.join(', ') : value
+    }
+    const result = await services.inbox.receive(provider, body ?? Buffer.alloc(0), headers)
+    if (result.status === 200) return sendJson(res, 200, { received: true, duplicate: result.duplicate })
+    logger.warn({ provider, status: result.status }, 'webhook refused')
+    return sendJson(res, result.status, { error: result.error })
   }
 
   async function handleProbe(

@@ -1,5 +1,5 @@
 import { and, desc, eq, lte, sql } from 'drizzle-orm'
-import type { Db, Tx } from '../db/client.js'
+import type { Db, DbOrTx, Tx } from '../db/client.js'
 import { rowsOf } from '../db/rows.js'
 import { ledgerAccounts, ledgerEntries, ledgerHolds } from '../db/schema.js'
 import { AccountDirectory } from './accounts.js'
@@ -54,15 +54,24 @@ export class Ledger {
     this.coalescer = new Coalescer((batch) => this.writeBatch(batch), opts)
   }
 
-  /** Validates a request and resolves its accounts (creating spec'd ones), outside any transaction. */
-  async prepare(request: PostingRequest, reversesId: bigint | null = null): Promise<PreparedPosting> {
+  /**
+   * Validates a request and resolves its accounts (creating spec'd ones). Run
+   * it outside any transaction; inside one (pass it as `db`), only for
+   * accounts that already exist, as a rolled-back creation must not be
+   * remembered. (PGlite has one connection: inside a transaction, `db` must be it.)
+   */
+  async prepare(
+    request: PostingRequest,
+    reversesId: bigint | null = null,
+    db: DbOrTx = this.db,
+  ): Promise<PreparedPosting> {
     validateShape(request)
     const accounts = await this.accounts.resolve(
-      this.db,
+      db,
       request.entries.map((e) => e.account),
     )
     checkBalanced(request, accounts)
-    const routes = await this.resolveRoutes(request, accounts)
+    const routes = await this.resolveRoutes(request, accounts, db)
     return {
       request,
       accounts,
@@ -212,6 +221,7 @@ export class Ledger {
   private async resolveRoutes(
     request: PostingRequest,
     accounts: Account[],
+    db: DbOrTx,
   ): Promise<(Account | null)[] | undefined> {
     if (!request.entries.some((e) => e.shortfallTo !== undefined || e.repayFirst !== undefined))
       return undefined
@@ -225,7 +235,7 @@ export class Ledger {
           throw invalid('shortfallTo applies to debits')
         if (e.repayFirst !== undefined && e.direction !== 'credit')
           throw invalid('repayFirst applies to credits')
-        const [route] = await this.accounts.resolve(this.db, [ref])
+        const [route] = await this.accounts.resolve(db, [ref])
         const account = accounts[i] as Account
         if (!route || route.id === account.id) throw invalid('a route is another account')
         if (route.unit !== account.unit) {

@@ -1,0 +1,247 @@
+import { and, eq, sql } from 'drizzle-orm'
+import type { Db } from '../db/client.js'
+import { rowsOf } from '../db/rows.js'
+import { webhookEvents } from '../db/schema.js'
+import { DomainError } from '../graphql/errors.js'
+import { type ProviderEvent, type ProviderName, WebhookVerificationError } from '../payments/types.js'
+import type { RechargeService } from './service.js'
+
+// Webhooks are never acted on directly: a verified event is stored in the
+// inbox (unique per provider and event id) and acknowledged at once; a worker
+// processes the inbox at its own pace, with retries and backoff, and parks an
+// event that keeps failing, with its error, for an operator.
+
+export const INBOX_LIMITS = {
+  claimBatchMax: 50,
+  attemptsMax: 8,
+  backoffBaseMs: 1_000,
+  backoffMaxMs: 60 * 60 * 1_000,
+  leaseMs: 60_000,
+  errorLengthMax: 1_000,
+} as const
+
+export type ReceiveResult = { status: 200; duplicate: boolean } | { status: 400 | 404; error: string }
+
+type InboxRow = typeof webhookEvents.$inferSelect
+
+const HANDLED = new Set([
+  // Stripe
+  'payment_intent.succeeded',
+  'payment_intent.payment_failed',
+  'payment_intent.canceled',
+  'payment_intent.processing',
+  'charge.succeeded',
+  'charge.refunded',
+  'charge.refund.updated',
+  'refund.created',
+  'refund.updated',
+  'charge.dispute.created',
+  'charge.dispute.updated',
+  'charge.dispute.closed',
+  'charge.dispute.funds_withdrawn',
+  'charge.dispute.funds_reinstated',
+  // PayPal
+  'CHECKOUT.ORDER.APPROVED',
+  'CHECKOUT.ORDER.COMPLETED',
+  'PAYMENT.CAPTURE.COMPLETED',
+  'PAYMENT.CAPTURE.DENIED',
+  'PAYMENT.CAPTURE.REFUNDED',
+  'PAYMENT.CAPTURE.REVERSED',
+  'CUSTOMER.DISPUTE.CREATED',
+  'CUSTOMER.DISPUTE.UPDATED',
+  'CUSTOMER.DISPUTE.RESOLVED',
+])
+
+export class WebhookInbox {
+  private draining: Promise<void> | null = null
+  private again = false
+
+  constructor(
+    private readonly db: Db,
+    private readonly recharge: RechargeService,
+    private readonly onError: (
+      error: unknown,
+      event: { provider: string; eventId: string },
+    ) => void = () => {},
+  ) {}
+
+  /** The route's whole job: verify, store once, acknowledge. Processing happens after. */
+  async receive(
+    provider: ProviderName,
+    rawBody: Buffer,
+    headers: Record<string, string | undefined>,
+  ): Promise<ReceiveResult> {
+    const gateway = this.recharge.gateway(provider)
+    if (!gateway) return { status: 404, error: `${provider} is not configured` }
+    let event: ProviderEvent
+    try {
+      event = await gateway.verifyWebhook(rawBody, headers)
+    } catch (error) {
+      if (error instanceof WebhookVerificationError)
+        return { status: 400, error: 'webhook verification failed' }
+      throw error
+    }
+    const inserted = await this.db
+      .insert(webhookEvents)
+      .values({
+        provider,
+        eventId: event.eventId,
+        type: event.type,
+        payload: serializeEvent(event),
+        status: HANDLED.has(event.type) ? 'pending' : 'ignored',
+      })
+      .onConflictDoNothing({ target: [webhookEvents.provider, webhookEvents.eventId] })
+      .returning({ id: webhookEvents.id })
+    if (inserted.length > 0) this.kick()
+    return { status: 200, duplicate: inserted.length === 0 }
+  }
+
+  /** Processes what is due, soon, without making the caller wait. */
+  kick(): void {
+    if (this.draining) {
+      this.again = true
+      return
+    }
+    this.draining = this.drain()
+      .then(() => undefined)
+      .catch((error) => this.onError(error, { provider: '-', eventId: '-' }))
+      .finally(() => {
+        this.draining = null
+        if (this.again) {
+          this.again = false
+          this.kick()
+        }
+      })
+  }
+
+  /** Waits for the current drain, if any (tests, shutdown). */
+  async idle(): Promise<void> {
+    while (this.draining) await this.draining
+  }
+
+  /** Processes due events until none is left; returns how many were handled. */
+  async drain(): Promise<number> {
+    let handled = 0
+    for (;;) {
+      const claimed = await this.claim()
+      if (claimed.length === 0) return handled
+      for (const row of claimed) {
+        await this.processOne(row)
+        handled++
+      }
+    }
+  }
+
+  /** Claims due events with a lease, so that several workers (instances) never process one twice at once. */
+  private async claim(): Promise<InboxRow[]> {
+    const result = await this.db.execute(sql`
+      update webhook_events set lease_until = now() + ${`${INBOX_LIMITS.leaseMs} milliseconds`}::interval,
+                                attempts = attempts + 1
+       where id in (
+         select id from webhook_events
+          where status = 'pending' and next_attempt_at <= now() and (lease_until is null or lease_until < now())
+          order by id limit ${INBOX_LIMITS.claimBatchMax}
+          for update skip locked)
+      returning id::text`)
+    const ids = rowsOf<{ id: string }>(result).map((r) => BigInt(r.id))
+    if (ids.length === 0) return []
+    const rows = await this.db.query.webhookEvents.findMany({
+      where: { id: { in: ids } },
+      orderBy: { id: 'asc' },
+    })
+    return rows
+  }
+
+  private async processOne(row: InboxRow): Promise<void> {
+    try {
+      await this.apply(row)
+      await this.db
+        .update(webhookEvents)
+        .set({ status: 'processed', processedAt: sql`now()`, leaseUntil: null, lastError: null })
+        .where(eq(webhookEvents.id, row.id))
+    } catch (error) {
+      const message = (error instanceof Error ? `${error.name}: ${error.message}` : String(error)).slice(
+        0,
+        INBOX_LIMITS.errorLengthMax,
+      )
+      const park = row.attempts >= INBOX_LIMITS.attemptsMax
+      const delayMs = Math.min(
+        INBOX_LIMITS.backoffMaxMs,
+        INBOX_LIMITS.backoffBaseMs * 2 ** (row.attempts - 1),
+      )
+      await this.db
+        .update(webhookEvents)
+        .set({
+          status: park ? 'parked' : 'pending',
+          lastError: message,
+          leaseUntil: null,
+          nextAttemptAt: sql`now() + ${`${delayMs} milliseconds`}::interval`,
+        })
+        .where(and(eq(webhookEvents.id, row.id)))
+      this.onError(error, { provider: row.provider, eventId: row.eventId })
+    }
+  }
+
+  /**
+   * What an event means: whatever it says, re-read the payment and settle
+   * (credit, refunds); a dispute event also moves the dispute.
+   */
+  private async apply(row: InboxRow): Promise<void> {
+    const gateway = this.recharge.gateway(row.provider)
+    if (!gateway) throw new Error(`${row.provider} is no longer configured`)
+    // The stored payload is verified; map it again rather than trusting a second copy.
+    const event = toEvent(row)
+    const order = await this.recharge.orderFor(row.provider, event)
+    if (!order) throw new Error(`no recharge order for ${row.provider} event ${row.eventId}`)
+    try {
+      await this.recharge.settle(order.id)
+      if (event.dispute) await this.recharge.applyDispute(order.id, event.dispute)
+    } catch (error) {
+      if (error instanceof DomainError && error.code === 'PROVIDER_UNAVAILABLE')
+        throw new Error(error.message)
+      throw error
+    }
+  }
+}
+
+/** The mapped event is stored beside the raw one: `payload` holds both. */
+function toEvent(row: InboxRow): ProviderEvent {
+  const stored = row.payload as { mapped?: SerializedEvent } & Record<string, unknown>
+  if (!stored.mapped) throw new Error(`inbox event ${row.id} has no mapped event`)
+  return deserialize(stored.mapped, row)
+}
+
+interface SerializedEvent {
+  paymentReference: string | null
+  captureId: string | null
+  orderId: string | null
+  refundedMinor: string | null
+  dispute: { id: string; amountMinor: string; currency: string; status: 'open' | 'won' | 'lost' } | null
+}
+
+export function serializeEvent(event: ProviderEvent): { mapped: SerializedEvent; raw: unknown } {
+  return {
+    mapped: {
+      paymentReference: event.paymentReference,
+      captureId: event.captureId,
+      orderId: event.orderId,
+      refundedMinor: event.refundedMinor?.toString() ?? null,
+      dispute: event.dispute ? { ...event.dispute, amountMinor: event.dispute.amountMinor.toString() } : null,
+    },
+    raw: event.payload,
+  }
+}
+
+function deserialize(m: SerializedEvent, row: InboxRow): ProviderEvent {
+  return {
+    provider: row.provider,
+    eventId: row.eventId,
+    type: row.type,
+    paymentReference: m.paymentReference,
+    captureId: m.captureId,
+    orderId: m.orderId,
+    refundedMinor: m.refundedMinor === null ? null : BigInt(m.refundedMinor),
+    dispute: m.dispute ? { ...m.dispute, amountMinor: BigInt(m.dispute.amountMinor) } : null,
+    payload: row.payload,
+  }
+}
