@@ -367,7 +367,9 @@ export const rechargeOrders = pgTable(
     disputeHoldId: bigint('dispute_hold_id', { mode: 'bigint' }).references(() => ledgerHolds.id),
     // Set when the provider's amount or currency differs from the snapshot: never credited then.
     mismatch: text('mismatch'),
-    creditTransactionId: bigint('credit_transaction_id', { mode: 'bigint' }).references(() => ledgerTransactions.id),
+    creditTransactionId: bigint('credit_transaction_id', { mode: 'bigint' }).references(
+      () => ledgerTransactions.id,
+    ),
     createdAt: timestamp('created_at', { withTimezone: true, mode: 'string' }).notNull().defaultNow(),
     updatedAt: timestamp('updated_at', { withTimezone: true, mode: 'string' }).notNull().defaultNow(),
     completedAt: timestamp('completed_at', { withTimezone: true, mode: 'string' }),
@@ -400,7 +402,9 @@ export const webhookEvents = pgTable(
     payload: jsonb('payload').notNull(),
     status: inboxStatus('status').notNull().default('pending'),
     attempts: integer('attempts').notNull().default(0),
-    nextAttemptAt: timestamp('next_attempt_at', { withTimezone: true, mode: 'string' }).notNull().defaultNow(),
+    nextAttemptAt: timestamp('next_attempt_at', { withTimezone: true, mode: 'string' })
+      .notNull()
+      .defaultNow(),
     // A worker's claim on the event while it processes it.
     leaseUntil: timestamp('lease_until', { withTimezone: true, mode: 'string' }),
     lastError: text('last_error'),
@@ -409,8 +413,6 @@ export const webhookEvents = pgTable(
   },
   (t) => [
     uniqueIndex('webhook_events_provider_event').on(t.provider, t.eventId),
-    index('webhook_events_due_idx')
-      .on(t.nextAttemptAt)
-      .where(sql`${t.status} = 'pending'`),
+    index('webhook_events_due_idx').on(t.nextAttemptAt).where(sql`${t.status} = 'pending'`),
   ],
 )
