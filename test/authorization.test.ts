@@ -435,6 +435,45 @@ const ROWS: Row[] = [
     },
   },
 
+  // ---- recharge (no provider is configured on this server: nothing reaches one)
+  {
+    name: 'recharge(id) (an id that is not yours)',
+    covers: ['Query.recharge'],
+    root: 'recharge',
+    document: `query($id: ID!) { recharge(id: $id) { id status coins } }`,
+    variables: () => ({ id: '00000000-0000-4000-8000-00000000beef' }),
+    select: (d) => d.recharge,
+    expect: cells(U, 'null', 'null', 'null', 'null'),
+  },
+  {
+    name: 'createRecharge',
+    covers: ['Mutation.createRecharge'],
+    root: 'createRecharge',
+    document: `mutation($input: CreateRechargeInput!) {
+      createRecharge(input: $input) { recharge { id } checkout { providerReference } ${USER_ERRORS} } }`,
+    variables: () => ({
+      input: { packageId: '00000000-0000-4000-8000-000000000001', provider: 'STRIPE', idempotencyKey: key() },
+    }),
+    select: (d) => d.createRecharge,
+    expect: cells(
+      U,
+      'PROVIDER_NOT_CONFIGURED',
+      'PROVIDER_NOT_CONFIGURED',
+      'PROVIDER_NOT_CONFIGURED',
+      'PROVIDER_NOT_CONFIGURED',
+    ),
+  },
+  {
+    name: 'confirmRecharge (an id that is not yours)',
+    covers: ['Mutation.confirmRecharge'],
+    root: 'confirmRecharge',
+    document: `mutation($input: ConfirmRechargeInput!) {
+      confirmRecharge(input: $input) { recharge { id } wallet { coins } ${USER_ERRORS} } }`,
+    variables: () => ({ input: { rechargeId: '00000000-0000-4000-8000-00000000beef' } }),
+    select: (d) => d.confirmRecharge,
+    expect: cells(U, 'RECHARGE_NOT_FOUND', 'RECHARGE_NOT_FOUND', 'RECHARGE_NOT_FOUND', 'RECHARGE_NOT_FOUND'),
+  },
+
   // ---- creators' mutations
   {
     name: 'startLiveStream',
@@ -768,6 +807,7 @@ describe('the schema', () => {
     }
     // An admin's grant reads back only the recipient's new balance (GrantedWallet { coins }).
     expect(ways.sort()).toEqual([
+      'ConfirmRechargePayload.wallet',
       'Query.me',
       'SendGiftPayload.wallet',
       'SetDailySpendLimitPayload.spendLimits',
