@@ -194,7 +194,12 @@ export class WebhookInbox {
     const order = await this.recharge.orderFor(row.provider, event)
     if (!order) throw new Error(`no recharge order for ${row.provider} event ${row.eventId}`)
     try {
-      await this.recharge.settle(order.id)
+      // An approved PayPal order is captured here if the buyer never came back to confirm.
+      const payment =
+        event.type === 'CHECKOUT.ORDER.APPROVED' && order.providerReference
+          ? await gateway.confirmPayment(order.providerReference)
+          : undefined
+      await this.recharge.settle(order.id, payment)
       if (event.dispute) await this.recharge.applyDispute(order.id, event.dispute)
     } catch (error) {
       if (error instanceof DomainError && error.code === 'PROVIDER_UNAVAILABLE')

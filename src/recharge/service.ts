@@ -426,7 +426,8 @@ export class RechargeService {
       const gateway = this.gateways.get(order.provider)
       if (!gateway) continue
       try {
-        const payment = await gateway.retrievePayment(order.providerReference as string)
+        // confirm: retrieves (Stripe), or captures an approved order the buyer never came back to (PayPal).
+        const payment = await gateway.confirmPayment(order.providerReference as string)
         const settled = await this.settle(order.id, payment)
         if (settled.creditTransactionId !== null) report.settled++
         else if (settled.mismatch) {
