@@ -8,6 +8,7 @@ import {
   creatorEarnings,
   type Ledger,
   LedgerError,
+  type PostedTransaction,
   type PostingResult,
   type PreparedPosting,
   platform,
@@ -291,9 +292,10 @@ export class GiftService {
   // ---- the batch: one database transaction --------------------------------
 
   private async writeBatch(batch: PendingGift[]): Promise<Settled<BatchOutcome>[]> {
-    const { outcomes, committed } = await inTransaction(this.db, (tx) =>
+    const { outcomes, committed, transactions } = await inTransaction(this.db, (tx) =>
       giftBatch(tx, batch, this.ledger, this.limits),
     )
+    this.ledger.notifyCommitted(transactions)
     if (committed.length > 0) for (const listener of this.listeners) listener(committed)
     return outcomes
   }
@@ -304,7 +306,7 @@ async function giftBatch(
   batch: PendingGift[],
   ledger: Ledger,
   limits: GiftLimits,
-): Promise<{ outcomes: Settled<BatchOutcome>[]; committed: GiftEvent[] }> {
+): Promise<{ outcomes: Settled<BatchOutcome>[]; committed: GiftEvent[]; transactions: PostedTransaction[] }> {
   const outcomes: (Settled<BatchOutcome> | undefined)[] = new Array(batch.length)
   const streams = await lockStreams(tx, batch)
   const spent = await lockSpend(tx, batch)
@@ -412,7 +414,11 @@ async function giftBatch(
     (a, b) =>
       (a.streamId ?? '').localeCompare(b.streamId ?? '') || Number((a.sequence ?? 0n) - (b.sequence ?? 0n)),
   )
-  return { outcomes: outcomes as Settled<BatchOutcome>[], committed }
+  return {
+    outcomes: outcomes as Settled<BatchOutcome>[],
+    committed,
+    transactions: fresh.map((f) => f.result.transaction),
+  }
 }
 
 interface StreamState {

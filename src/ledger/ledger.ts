@@ -15,6 +15,7 @@ import type {
   AccountRef,
   Hold,
   HoldRequest,
+  PostedTransaction,
   PostingRequest,
   PostingResult,
 } from './types.js'
@@ -44,6 +45,7 @@ export const defaultLedgerOptions: LedgerOptions = {
  */
 export class Ledger {
   readonly accounts = new AccountDirectory()
+  private readonly listeners = new Set<(transactions: PostedTransaction[]) => void>()
   private readonly coalescer: Coalescer<PreparedPosting, PostingResult>
 
   constructor(
@@ -132,8 +134,12 @@ export class Ledger {
   }
 
   /** Posts a pending hold for its amount (or less: the rest is released). Idempotent. */
-  postHold(holdId: bigint, amount?: bigint): Promise<PostingResult> {
-    return inTransaction(this.db, (tx) => postHoldInTx(tx, holdId, amount, (id) => this.accountById(tx, id)))
+  async postHold(holdId: bigint, amount?: bigint): Promise<PostingResult> {
+    const result = await inTransaction(this.db, (tx) =>
+      postHoldInTx(tx, holdId, amount, (id) => this.accountById(tx, id)),
+    )
+    if (!result.replayed) this.notifyCommitted([result.transaction])
+    return result
   }
 
   /** Releases a pending hold. Voiding a voided hold is a no-op. */
@@ -249,8 +255,31 @@ export class Ledger {
     )
   }
 
-  private writeBatch(batch: PreparedPosting[]): Promise<Settled<PostingResult>[]> {
-    return inTransaction(this.db, (tx) => postBatchInTx(tx, batch))
+  private async writeBatch(batch: PreparedPosting[]): Promise<Settled<PostingResult>[]> {
+    const results = await inTransaction(this.db, (tx) => postBatchInTx(tx, batch))
+    this.notifyCommitted(results.flatMap((r) => (r.ok && !r.value.replayed ? [r.value.transaction] : [])))
+    return results
+  }
+
+  /**
+   * Listens to committed postings (balances to push to clients, metrics).
+   * Called after commit, never for a rolled-back or replayed posting.
+   */
+  onCommitted(listener: (transactions: PostedTransaction[]) => void): () => void {
+    this.listeners.add(listener)
+    return () => this.listeners.delete(listener)
+  }
+
+  /** For callers of postInTx: tell the listeners once their own transaction has committed. */
+  notifyCommitted(transactions: PostedTransaction[]): void {
+    if (transactions.length === 0) return
+    for (const listener of this.listeners) {
+      try {
+        listener(transactions)
+      } catch {
+        // A listener's failure must not undo or fail a committed posting.
+      }
+    }
   }
 
   private async accountById(tx: Tx, id: bigint): Promise<Account> {

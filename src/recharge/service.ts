@@ -5,6 +5,7 @@ import { DomainError } from '../graphql/errors.js'
 import {
   type Ledger,
   LedgerError,
+  type PostedTransaction,
   type PostingRequest,
   platform,
   userCoinDebt,
@@ -222,10 +223,15 @@ export class RechargeService {
       (await callProvider(() =>
         this.requireGateway(order.provider).retrievePayment(order.providerReference as string),
       ))
-    return inTransaction(this.db, (tx) => this.settleInTx(tx, order.id, payment))
+    return this.inTx((tx, posted) => this.settleInTx(tx, order.id, payment, posted))
   }
 
-  private async settleInTx(tx: Tx, orderId: string, payment: ProviderPayment): Promise<RechargeOrder> {
+  private async settleInTx(
+    tx: Tx,
+    orderId: string,
+    payment: ProviderPayment,
+    posted: PostedTransaction[],
+  ): Promise<RechargeOrder> {
     // The order row is the lock that serializes every path for this order.
     const [order] = await tx.select().from(rechargeOrders).where(eq(rechargeOrders.id, orderId)).for('update')
     if (!order) throw new Error(`recharge: no order ${orderId}`)
@@ -237,7 +243,7 @@ export class RechargeService {
         // Flagged for an operator, never credited.
         if (order.mismatch !== mismatch) Object.assign(changes, { mismatch })
       } else if (order.creditTransactionId === null) {
-        const credit = await this.post(tx, creditRequest(order, payment))
+        const credit = await this.post(tx, creditRequest(order, payment), posted)
         Object.assign(changes, {
           creditTransactionId: credit,
           status: 'succeeded' as const,
@@ -246,14 +252,14 @@ export class RechargeService {
           captureId: payment.captureId,
         })
       } else if (order.feeMinor === null && payment.feeMinor !== null && payment.feeMinor > 0n) {
-        await this.post(tx, feeRequest(order, payment.feeMinor))
+        await this.post(tx, feeRequest(order, payment.feeMinor), posted)
         Object.assign(changes, { feeMinor: payment.feeMinor })
       }
       const credited = order.creditTransactionId !== null || changes.creditTransactionId !== undefined
       if (credited && payment.refundedMinor > order.refundedMinor) {
         const target = payment.refundedMinor > order.priceMinor ? order.priceMinor : payment.refundedMinor
         const clawed = coinsFor(order, target)
-        await this.post(tx, refundRequest(order, target, clawed - order.clawedBackCoins))
+        await this.post(tx, refundRequest(order, target, clawed - order.clawedBackCoins), posted)
         Object.assign(changes, {
           refundedMinor: target,
           clawedBackCoins: clawed,
@@ -287,11 +293,23 @@ export class RechargeService {
   }
 
   /** Posts inside the order's transaction; the accounts exist already (ensureAccounts). */
-  private async post(tx: Tx, request: PostingRequest): Promise<bigint> {
+  private async post(tx: Tx, request: PostingRequest, posted: PostedTransaction[]): Promise<bigint> {
     const [result] = await this.ledger.postInTx(tx, [await this.ledger.prepare(request, null, tx)])
     if (!result) throw new Error('recharge: the ledger returned no result')
     if (!result.ok) throw result.error
+    if (!result.value.replayed) posted.push(result.value.transaction)
     return result.value.transaction.id
+  }
+
+  /** A transaction whose postings are announced once it has committed (and only then). */
+  private async inTx<T>(work: (tx: Tx, posted: PostedTransaction[]) => Promise<T>): Promise<T> {
+    let posted: PostedTransaction[] = []
+    const result = await inTransaction(this.db, (tx) => {
+      posted = [] // a retried attempt starts afresh
+      return work(tx, posted)
+    })
+    this.ledger.notifyCommitted(posted)
+    return result
   }
 
   // ---- disputes -----------------------------------------------------------
@@ -356,7 +374,7 @@ export class RechargeService {
     await this.ensureAccounts(order)
     let heldCoins = 0n
     if (holdId !== null) heldCoins = (await this.ledger.postHold(holdId)).transaction.entries[0]?.amount ?? 0n
-    return inTransaction(this.db, async (tx) => {
+    return this.inTx(async (tx, posted) => {
       const [locked] = await tx
         .select()
         .from(rechargeOrders)
@@ -372,6 +390,7 @@ export class RechargeService {
       await this.post(
         tx,
         chargebackRequest(locked, dispute.id, amount, clawed - locked.clawedBackCoins, heldCoins),
+        posted,
       )
       const [updated] = await tx
         .update(rechargeOrders)

@@ -293,3 +293,32 @@ describe('routed entries', () => {
     ).rejects.toMatchObject({ code: 'UNIT_MISMATCH' })
   })
 })
+
+describe('committed postings', () => {
+  it('are announced after commit, once, never for refusals or replays', async () => {
+    const seen: string[] = []
+    const stop = ledger.onCommitted((txs) => seen.push(...txs.map((t) => t.idempotencyKey)))
+    const grant = {
+      idempotencyKey: 'announce-1',
+      kind: 'grant' as const,
+      entries: [
+        { account: platform.promotions, direction: 'debit' as const, amount: 1n },
+        { account: alice, direction: 'credit' as const, amount: 1n },
+      ],
+    }
+    await ledger.post(grant)
+    await ledger.post(grant)
+    await ledger
+      .post({
+        idempotencyKey: 'announce-2',
+        kind: 'gift',
+        entries: [
+          { account: alice, direction: 'debit', amount: 10n ** 12n },
+          { account: bob, direction: 'credit', amount: 10n ** 12n },
+        ],
+      })
+      .catch(() => undefined)
+    stop()
+    expect(seen).toEqual(['announce-1'])
+  })
+})
