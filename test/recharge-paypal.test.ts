@@ -420,24 +420,10 @@ describe('recharge with PayPal', () => {
     expect(await debtOf(ivy)).toBe(0n)
   })
 
-  // BUG (src/recharge/inbox.ts apply + service.ts applyDispute): a lost PayPal
-  // dispute takes the coins back twice, and its event never completes.
-  // PayPal reverses the disputed amount on the capture (the order then lists
-  // it as a refund; PAYMENT.CAPTURE.REVERSED). Processing
-  // CUSTOMER.DISPUTE.RESOLVED (lost), the inbox first calls `settle`, which
-  // sees refundedMinor = price and posts `recharge:<id>:refund:<price>` (kind
-  // refund), clawing back all the coins from what is available — not the
-  // held coins of this recharge, but the buyer's other coins (or debt).
-  // Then `applyDispute('lost')` posts the dispute hold (`dispute_hold`),
-  // taking the held coins a second time, and builds a chargeback for
-  // `price - refundedMinor` = 0, which the ledger refuses: "LedgerError:
-  // entry amounts must be positive, got 0". disputeStatus stays 'open', and
-  // the event is retried with backoff until it is parked. Measured (PGlite and
-  // PostgreSQL): postings credit, refund:<price>, dispute_hold; status
-  // REFUNDED, wallet 0 coins, debt 0, held 0 — the buyer lost
-  // 2 × total() for one lost dispute. Expected: coins = total() (the recharge
-  // that was not disputed), debt 0. Marked `it.fails` until src/ is fixed.
-  it.fails('holds the coins during a dispute; lost takes them back once', async () => {
+  // A lost PayPal dispute also reverses the capture, which the order then
+  // lists as a refund: the coins must be taken back once (the dispute's hold),
+  // not once by the refund and again by the dispute.
+  it('holds the coins during a dispute; lost takes them back once', async () => {
     const ivo = await signIn(app, 'ivo')
     const kept = await buy(ivo)
     await deliver(pay(kept.checkout.providerReference).events)

@@ -256,7 +256,10 @@ export class RechargeService {
         Object.assign(changes, { feeMinor: payment.feeMinor })
       }
       const credited = order.creditTransactionId !== null || changes.creditTransactionId !== undefined
-      if (credited && payment.refundedMinor > order.refundedMinor) {
+      // While a dispute is open, money the provider takes back (PayPal reports a
+      // reversal as a refund) is the dispute's to settle: its hold already has the coins.
+      const disputeOpen = order.disputeStatus === 'open'
+      if (credited && !disputeOpen && payment.refundedMinor > order.refundedMinor) {
         const target = payment.refundedMinor > order.priceMinor ? order.priceMinor : payment.refundedMinor
         const clawed = coinsFor(order, target)
         await this.post(tx, refundRequest(order, target, clawed - order.clawedBackCoins), posted)
@@ -387,11 +390,14 @@ export class RechargeService {
           : dispute.amountMinor
       const target = locked.refundedMinor + amount
       const clawed = coinsFor(locked, target)
-      await this.post(
-        tx,
-        chargebackRequest(locked, dispute.id, amount, clawed - locked.clawedBackCoins, heldCoins),
-        posted,
+      const chargeback = chargebackRequest(
+        locked,
+        dispute.id,
+        amount,
+        clawed - locked.clawedBackCoins,
+        heldCoins,
       )
+      if (chargeback.entries.length > 0) await this.post(tx, chargeback, posted)
       const [updated] = await tx
         .update(rechargeOrders)
         .set({
@@ -625,8 +631,16 @@ function chargebackRequest(
     description: `Chargeback: dispute ${disputeId} lost`,
     metadata: { orderId: order.id, disputeId },
     entries: [
-      { account: platform.deferredRevenue(order.currency), direction: 'debit', amount: amountMinor },
-      { account: clearing(order), direction: 'credit', amount: amountMinor },
+      ...(amountMinor > 0n
+        ? [
+            {
+              account: platform.deferredRevenue(order.currency),
+              direction: 'debit' as const,
+              amount: amountMinor,
+            },
+            { account: clearing(order), direction: 'credit' as const, amount: amountMinor },
+          ]
+        : []),
       ...clawback(order, remaining),
     ],
   }
