@@ -5,6 +5,7 @@ import type { Config } from './config.js'
 import type { Database } from './db/client.js'
 import { GiftService } from './gifts/service.js'
 import { Ledger } from './ledger/index.js'
+import { createLive, type Live } from './live/index.js'
 import { PayPalGateway } from './payments/paypal.js'
 import { StripeGateway } from './payments/stripe.js'
 import type { PaymentGateway, ProviderName } from './payments/types.js'
@@ -29,6 +30,8 @@ export interface Services {
   recharge: RechargeService
   /** Verified provider webhooks, stored, then processed with retries. */
   inbox: WebhookInbox
+  /** Live feeds (gifts per stream, wallet balances per user) over a publish/subscribe bus. */
+  live: Live
 }
 
 /** Each provider is enabled only when it is configured. */
@@ -80,5 +83,8 @@ export function createServices(config: Config, database: Database, hooks: Servic
   const inbox = new WebhookInbox(database.db, recharge, (error, event) =>
     hooks.onBackgroundError?.(error, { ...event, component: 'webhook-inbox' }),
   )
-  return { config, ledger, users, auth, gifts, recharge, inbox }
+  const live = createLive(database.db, ledger, gifts, {
+    onError: (error) => hooks.onBackgroundError?.(error, { component: 'live' }),
+  })
+  return { config, ledger, users, auth, gifts, recharge, inbox, live }
 }

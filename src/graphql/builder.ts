@@ -48,6 +48,8 @@ export const builder = new SchemaBuilder<PothosTypes>({
   plugins: [ScopeAuthPlugin, RelayPlugin, DrizzlePlugin, ValidationPlugin],
   defaultFieldNullability: false,
   scopeAuth: {
+    // Subscriptions are authorized once, when they start, not per event.
+    authorizeOnSubscribe: true,
     authScopes: (ctx) => ({
       public: true,
       signedIn: ctx.viewer !== null,

@@ -17,4 +17,9 @@ export interface Context {
   viewer: Viewer | null
   requestId: string
   services: Services
+  /**
+   * Ends this client's connection (a WebSocket closes with 4421, an SSE
+   * response is cut): for a subscriber that fell too far behind.
+   */
+  disconnectSlowConsumer?: () => void
 }

@@ -8,6 +8,7 @@ import '../streams/schema.js'
 import '../wallet/schema.js'
 import '../gifts/schema.js'
 import '../recharge/schema.js'
+import '../live/schema.js'
 
 // One import per capability's GraphQL file; the builder collects them.
 

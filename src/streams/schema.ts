@@ -129,7 +129,10 @@ builder.mutationFields((t) => ({
         if (!UUID.test(id)) {
           throw new DomainError('STREAM_NOT_FOUND', 'no such live stream of yours', 'input.liveStreamId')
         }
-        return { liveStream: await endLiveStream(ctx.db, viewerId(ctx), id) }
+        const ended = await endLiveStream(ctx.db, viewerId(ctx), id)
+        // After the commit: the gift feed's subscribers catch up and complete.
+        ctx.services.live.gifts.publishEnded(ended.id)
+        return { liveStream: ended }
       }),
   }),
 }))

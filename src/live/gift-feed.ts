@@ -1,0 +1,212 @@
+import { and, asc, eq, gt, lt } from 'drizzle-orm'
+import { GraphQLError } from 'graphql'
+import type { Db } from '../db/client.js'
+import { giftEvents, liveStreams } from '../db/schema.js'
+import type { GiftEvent } from '../gifts/service.js'
+import { DomainError } from '../graphql/errors.js'
+import type { Json, LiveBus } from './bus.js'
+import { BoundedQueue, cancellable } from './queue.js'
+
+// A live stream's gift feed: every gift event of the stream, in sequence
+// order, each exactly once, from any point (afterSequence) on.
+//
+// The seam between stored and live events: the subscriber listens on the bus
+// BEFORE it reads the stored events, so nothing committed meanwhile is missed;
+// live events at or below the last sequence emitted are dropped (already
+// read from the database), and a live event past a gap (sequence > last + 1:
+// a message lost or reordered by a transport) first has the missing events
+// read from the database. Events are published only after their batch
+// commits (GiftService.onCommitted), so a rolled-back gift is never shown.
+
+export interface GiftFeedLimits {
+  /** Live events one subscriber may have waiting; past it, it is disconnected (it resumes with afterSequence). */
+  bufferedEventsMax: number
+  /** Stored events read per query while replaying. */
+  replayPageSize: number
+}
+
+export const GIFT_FEED_LIMITS: GiftFeedLimits = { bufferedEventsMax: 256, replayPageSize: 100 }
+
+type FeedItem = { kind: 'gift'; event: GiftEvent } | { kind: 'ended' }
+
+/** A subscriber fell more than bufferedEventsMax events behind. */
+export class SlowConsumerError extends GraphQLError {
+  constructor() {
+    super(
+      'You fell too far behind the live feed; resubscribe with afterSequence set to the last sequence you saw.',
+      {
+        extensions: { code: 'SLOW_CONSUMER' },
+      },
+    )
+  }
+}
+
+export interface FeedSubscriber {
+  /** Told at once when this subscriber overflows: the transport closes its connection. */
+  onOverflow?: () => void
+}
+
+const topic = (streamId: string) => `stream:${streamId}`
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+
+export class GiftFeed {
+  constructor(
+    private readonly db: Db,
+    private readonly bus: LiveBus,
+    private readonly limits: GiftFeedLimits = GIFT_FEED_LIMITS,
+  ) {}
+
+  /** GiftService.onCommitted: one message per stream, in sequence order. */
+  publishCommitted(events: GiftEvent[]): void {
+    const byStream = new Map<string, Json[]>()
+    for (const event of events) {
+      if (event.streamId === null) continue
+      let list = byStream.get(event.streamId)
+      if (!list) {
+        list = []
+        byStream.set(event.streamId, list)
+      }
+      list.push(toWire(event))
+    }
+    for (const [streamId, list] of byStream)
+      this.bus.publish(topic(streamId), { kind: 'gifts', events: list })
+  }
+
+  /** After endLiveStream commits: subscribers catch up with the database and complete. */
+  publishEnded(streamId: string): void {
+    this.bus.publish(topic(streamId), { kind: 'ended' })
+  }
+
+  async subscribe(
+    streamId: string,
+    afterSequence: number | null | undefined,
+    subscriber: FeedSubscriber = {},
+  ): Promise<AsyncGenerator<GiftEvent>> {
+    const after = afterSequence ?? null
+    if (after !== null && (!Number.isSafeInteger(after) || after < 0)) {
+      throw new DomainError(
+        'INVALID_INPUT',
+        'afterSequence must be a whole number, 0 or more',
+        'afterSequence',
+      )
+    }
+    if (!UUID.test(streamId) || !(await this.streamStatus(streamId))) {
+      throw new DomainError('STREAM_NOT_FOUND', 'no such live stream', 'streamId')
+    }
+    const queue = new BoundedQueue<FeedItem>(this.limits.bufferedEventsMax)
+    // Listening starts before anything is read: the seam.
+    const unsubscribe = this.bus.subscribe(topic(streamId), (payload) => {
+      for (const item of fromWireMessage(payload)) {
+        if (queue.push(item)) continue
+        unsubscribe()
+        queue.fail(new SlowConsumerError())
+        subscriber.onOverflow?.()
+        return
+      }
+    })
+    const release = () => {
+      unsubscribe()
+      queue.close()
+    }
+    return cancellable(this.run(streamId, after, queue), release)
+  }
+
+  private async *run(
+    streamId: string,
+    after: number | null,
+    queue: BoundedQueue<FeedItem>,
+  ): AsyncGenerator<GiftEvent> {
+    // Without afterSequence, the feed starts now: after the last committed event.
+    const status = await this.streamStatus(streamId)
+    let last = after === null ? Number(status?.lastSequence ?? 0) : after
+    if (after !== null) {
+      for await (const event of this.stored(streamId, last, null)) {
+        yield event
+        last = Number(event.sequence)
+      }
+    }
+    // An ended stream takes no more gifts: what is stored is all there is.
+    if (status?.status === 'ended') {
+      for await (const event of this.stored(streamId, last, null)) yield event
+      return
+    }
+    for (;;) {
+      const item = await queue.take()
+      if (item === undefined) return
+      if (item.kind === 'ended') {
+        for await (const event of this.stored(streamId, last, null)) yield event
+        return
+      }
+      const sequence = Number(item.event.sequence)
+      if (sequence <= last) continue
+      if (sequence > last + 1) {
+        for await (const event of this.stored(streamId, last, sequence)) {
+          yield event
+          last = Number(event.sequence)
+        }
+      }
+      yield item.event
+      last = sequence
+    }
+  }
+
+  /** Stored events with after < sequence < before (before: null for no bound), in pages. */
+  private async *stored(streamId: string, after: number, before: number | null): AsyncGenerator<GiftEvent> {
+    let from = after
+    for (;;) {
+      const page = await this.db
+        .select()
+        .from(giftEvents)
+        .where(
+          and(
+            eq(giftEvents.streamId, streamId),
+            gt(giftEvents.sequence, BigInt(from)),
+            before === null ? undefined : lt(giftEvents.sequence, BigInt(before)),
+          ),
+        )
+        .orderBy(asc(giftEvents.sequence))
+        .limit(this.limits.replayPageSize)
+      for (const event of page) {
+        yield event
+        from = Number(event.sequence)
+      }
+      if (page.length < this.limits.replayPageSize) return
+    }
+  }
+
+  private async streamStatus(streamId: string) {
+    const [row] = await this.db
+      .select({ status: liveStreams.status, lastSequence: liveStreams.lastSequence })
+      .from(liveStreams)
+      .where(eq(liveStreams.id, streamId))
+    return row
+  }
+}
+
+// ---- the wire form: JSON-safe, so that any bus can carry it ----------------
+
+const BIGINTS = ['sequence', 'coinCost', 'coins', 'creatorCoins', 'platformCoins', 'transactionId'] as const
+
+function toWire(event: GiftEvent): Json {
+  const wire: Record<string, Json> = {}
+  for (const [key, value] of Object.entries(event)) {
+    wire[key] = typeof value === 'bigint' ? value.toString() : (value as Json)
+  }
+  return wire
+}
+
+function fromWire(wire: Record<string, Json>): GiftEvent {
+  const event: Record<string, unknown> = { ...wire }
+  for (const key of BIGINTS) {
+    const value = wire[key]
+    event[key] = value === null || value === undefined ? null : BigInt(value as string)
+  }
+  return event as GiftEvent
+}
+
+function fromWireMessage(payload: Json): FeedItem[] {
+  if (typeof payload !== 'object' || payload === null || Array.isArray(payload)) return []
+  if (payload.kind === 'ended') return [{ kind: 'ended' }]
+  if (payload.kind !== 'gifts' || !Array.isArray(payload.events)) return []
+  return payload.events.map((e) => ({ kind: 'gift', event: fromWire(e as Record<string, Json>) }))
+}
