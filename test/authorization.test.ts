@@ -7,7 +7,7 @@ import { signToken } from '../src/auth/tokens.js'
 import { coinPackagePrices, coinPackages, gifts, users } from '../src/db/schema.js'
 import type { UserErrorCode } from '../src/graphql/errors.js'
 import { schema as builtSchema } from '../src/graphql/schema.js'
-import { creatorEarnings, userWallet } from '../src/ledger/index.js'
+import { creatorEarnings, type PostedTransaction, userWallet } from '../src/ledger/index.js'
 import { type Actor, signIn } from './support/actors.js'
 import { type GraphQLErrorBody, graphql, startTestApp, type TestApp } from './support/app.js'
 import { END_LIVE, START_LIVE } from './support/operations.js'
@@ -85,6 +85,8 @@ interface Row {
   /** More assertions on an allowed cell: whose data came back, what changed. */
   check?: (value: any, cell: Cell) => Promise<void>
   cleanup?: (cell: Cell) => Promise<void>
+  /** Subscriptions run over SSE, and read their first event; trigger makes one happen once subscribed. */
+  trigger?: (cell: Cell) => void
   /** Known authorization holes: the cell is `it.fails` until src/ is fixed. */
   holes?: Partial<Record<Column, string>>
 }
@@ -667,7 +669,95 @@ const ROWS: Row[] = [
       expect(await publicPackageSkus()).not.toContain('authz_pkg_retire')
     },
   },
+  // ---- subscriptions (over SSE here; WebSocket authorization in test/live.test.ts)
+  {
+    name: 'liveGifts (from the start)',
+    covers: ['Subscription.liveGifts'],
+    root: 'liveGifts',
+    document: `subscription($id: ID!) { liveGifts(streamId: $id, afterSequence: 0) {
+      id sequence quantity coins combo sender { ${PUBLIC_USER} } gift { id name } } }`,
+    variables: () => ({ id: streamId }),
+    select: (d) => d.liveGifts,
+    expect: PUBLIC,
+    check: async (event) => {
+      expect(event).toMatchObject({ sequence: 1, quantity: 3, sender: { id: bob.userId } })
+    },
+  },
+  {
+    name: 'walletUpdated',
+    covers: ['Subscription.walletUpdated'],
+    root: 'walletUpdated',
+    document: 'subscription { walletUpdated { coins updatedAt } }',
+    select: (d) => d.walletUpdated,
+    expect: SIGNED_IN,
+    // Balances published straight onto the bus (a real posting would change the database):
+    // someone else's first, which must not arrive, then the caller's own.
+    trigger: ({ actor }) => {
+      const wallets = app.services.live.wallets
+      wallets.publishCommitted([fakeWalletPosting(bob.userId, 999_999n)])
+      if (actor) wallets.publishCommitted([fakeWalletPosting(actor.userId, 424_242n)])
+    },
+    check: async (update) => expect(update.coins).toBe(424_242),
+  },
 ]
+
+function fakeWalletPosting(userId: string, balanceAfter: bigint): PostedTransaction {
+  return {
+    id: 0n,
+    idempotencyKey: 'fake',
+    kind: 'grant',
+    description: '',
+    metadata: {},
+    reversesId: null,
+    postedAt: new Date().toISOString(),
+    entries: [
+      {
+        id: 0n,
+        accountId: 0n,
+        accountCode: userWallet(userId).code,
+        direction: 'credit',
+        amount: 1n,
+        unit: 'coin',
+        accountSeq: 1_000_000n,
+        balanceAfter,
+      },
+    ],
+  } as PostedTransaction
+}
+
+/** A subscription over SSE: its first result (or the refusal), then the stream is closed. */
+async function firstOverSse(
+  document: string,
+  variables: Record<string, unknown>,
+  headers: Record<string, string>,
+  trigger: () => void,
+): Promise<{ status: number; body: { data?: any; errors?: GraphQLErrorBody[] } }> {
+  const abort = new AbortController()
+  const timer = setTimeout(() => abort.abort(), 10_000)
+  try {
+    const response = await fetch(`${app.url}/graphql`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'text/event-stream', ...headers },
+      body: JSON.stringify({ query: document, variables }),
+      signal: abort.signal,
+    })
+    if (!response.headers.get('content-type')?.includes('text/event-stream')) {
+      return { status: response.status, body: await response.json() }
+    }
+    trigger()
+    const decoder = new TextDecoder()
+    let buffer = ''
+    for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
+      buffer += decoder.decode(chunk, { stream: true })
+      const data = /event: next\ndata: (.*)\n\n/.exec(buffer)?.[1]
+      if (data) return { status: response.status, body: JSON.parse(data) }
+    }
+    throw new Error('the subscription ended without a result')
+  } finally {
+    clearTimeout(timer)
+    abort.abort()
+  }
+}
 
 // ---- running a cell --------------------------------------------------------------
 
@@ -695,7 +785,9 @@ async function runCell(row: Row, column: Column): Promise<void> {
   try {
     const variables = (await row.variables?.(cell)) ?? {}
     const before = await snapshot(app.database.db, tables)
-    const { status, body } = await graphql(app, row.document, variables, headersOf(column))
+    const { status, body } = row.document.trimStart().startsWith('subscription')
+      ? await firstOverSse(row.document, variables, headersOf(column), () => row.trigger?.(cell))
+      : await graphql(app, row.document, variables, headersOf(column))
     const expected = row.expect[column]
     expect(outcomeOf(row, body), JSON.stringify(body)).toBe(expected)
     if (expected === U || expected === F) {

@@ -16,6 +16,7 @@ import type { Context, Viewer } from '../graphql/context.js'
 import { schema as appSchema } from '../graphql/schema.js'
 import type { Services } from '../services.js'
 import { type ClientAddress, TokenBuckets, useMutationRateLimit } from './rate-limit.js'
+import { attachWebSocket } from './websocket.js'
 
 /** Limits on what one request may ask of the server. */
 export const LIMITS = {
@@ -49,6 +50,8 @@ export interface AppOptions {
   /** Overrides for tests; production uses LIMITS and the application's schema. */
   shutdownGraceMs?: number
   schema?: GraphQLSchema
+  /** WebSocket keep-alive ping interval (tests shorten it). */
+  websocketKeepAliveMs?: number
 }
 
 export interface App {
@@ -59,6 +62,10 @@ export interface App {
 
 interface ServerContext extends ClientAddress {
   requestId: string
+  /** Cuts this request's connection: for an SSE subscriber that fell behind. */
+  disconnect?: () => void
+  /** Set for operations over WebSocket: the connection's viewer, authenticated in connection_init. */
+  websocket?: { viewer: Viewer | null; disconnectSlowConsumer: () => void }
 }
 
 /**
@@ -88,6 +95,7 @@ export function buildApp({
   logger,
   shutdownGraceMs = LIMITS.shutdownGraceMs,
   schema = appSchema,
+  websocketKeepAliveMs,
 }: AppOptions): App {
   const mutationBuckets = new TokenBuckets(
     config.rateLimit.mutationsPerSecond,
@@ -128,11 +136,14 @@ export function buildApp({
       }),
       useMutationRateLimit(mutationBuckets),
     ],
-    context: async ({ request, requestId }): Promise<Context> => ({
+    context: async ({ request, requestId, disconnect, websocket }): Promise<Context> => ({
       db: database.db,
-      viewer: await authenticate(services.auth, request.headers.get('authorization') ?? undefined),
+      viewer: websocket
+        ? websocket.viewer
+        : await authenticate(services.auth, request.headers.get('authorization') ?? undefined),
       requestId,
       services,
+      disconnectSlowConsumer: websocket?.disconnectSlowConsumer ?? disconnect,
     }),
   })
 
@@ -154,6 +165,15 @@ export function buildApp({
       })
     },
   )
+
+  const websocket = attachWebSocket({
+    server,
+    path: GRAPHQL_PATH,
+    yoga,
+    services,
+    logger,
+    keepAliveMs: websocketKeepAliveMs,
+  })
 
   async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = new URL(req.url ?? '/', 'http://localhost').pathname
@@ -228,7 +248,11 @@ export function buildApp({
       body: body && body.length > 0 ? new Uint8Array(body) : undefined,
       signal: abort.signal,
     })
-    const response = await yoga.fetch(request, { requestId, clientAddress: req.socket.remoteAddress })
+    const response = await yoga.fetch(request, {
+      requestId,
+      clientAddress: req.socket.remoteAddress,
+      disconnect: () => res.destroy(),
+    })
     await sendResponse(res, response)
   }
 
@@ -254,6 +278,8 @@ export function buildApp({
       }),
     stop: async () => {
       if (!server.listening) return
+      // Upgraded sockets are not the HTTP server's any more: close them first (1001).
+      await websocket.close()
       const closed = new Promise<void>((resolve) => server.close(() => resolve()))
       server.closeIdleConnections()
       const grace = setTimeout(() => server.closeAllConnections(), shutdownGraceMs)

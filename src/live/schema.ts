@@ -1,6 +1,8 @@
+import { GraphQLError } from 'graphql'
 import { GiftEvent } from '../gifts/schema.js'
 import type { GiftEvent as GiftEventRow } from '../gifts/service.js'
 import { builder } from '../graphql/builder.js'
+import { DomainError } from '../graphql/errors.js'
 import { viewerOf } from '../wallet/schema.js'
 import type { WalletUpdate as WalletUpdateShape } from './wallet-feed.js'
 
@@ -27,9 +29,11 @@ builder.subscriptionFields((t) => ({
     },
     authScopes: { public: true },
     subscribe: (_root, args, ctx) =>
-      ctx.services.live.gifts.subscribe(String(args.streamId), args.afterSequence, {
-        onOverflow: ctx.disconnectSlowConsumer,
-      }),
+      asGraphQLError(() =>
+        ctx.services.live.gifts.subscribe(String(args.streamId), args.afterSequence, {
+          onOverflow: ctx.disconnectSlowConsumer,
+        }),
+      ),
     resolve: (event: GiftEventRow) => event,
   }),
   walletUpdated: t.field({
@@ -40,3 +44,14 @@ builder.subscriptionFields((t) => ({
     resolve: (update: WalletUpdateShape) => update,
   }),
 }))
+
+/** A refusal (no such stream, a bad afterSequence) as a GraphQL error with its code. */
+async function asGraphQLError<T>(start: () => Promise<T>): Promise<T> {
+  try {
+    return await start()
+  } catch (error) {
+    if (error instanceof DomainError)
+      throw new GraphQLError(error.message, { extensions: { code: error.code } })
+    throw error
+  }
+}

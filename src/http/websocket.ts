@@ -1,0 +1,211 @@
+import type { IncomingMessage, Server } from 'node:http'
+import type { Duplex } from 'node:stream'
+import { type ExecutionArgs, GraphQLError, getOperationAST } from 'graphql'
+import { CloseCode, type Context as WsContext } from 'graphql-ws'
+import { useServer } from 'graphql-ws/use/ws'
+import type { YogaServerInstance } from 'graphql-yoga'
+import type { Logger } from 'pino'
+import { type WebSocket, WebSocketServer } from 'ws'
+import { AuthenticationError } from '../auth/tokens.js'
+import type { Context, Viewer } from '../graphql/context.js'
+import type { Services } from '../services.js'
+
+// GraphQL subscriptions over WebSocket (graphql-ws, the graphql-transport-ws
+// protocol) on the GraphQL path, through Yoga's envelop: the same schema,
+// parse and validation limits (graphql-armor), error masking and context as
+// over HTTP. Yoga's HTTP-level plugins do not run here, so the connection is
+// authenticated in connection_init, from connectionParams.authorization.
+// Only subscriptions: queries and mutations go over HTTP, where CSRF
+// prevention and rate limits apply.
+
+/** Close codes a client may see; see docs/LIVE.md. */
+export const CLOSE_CODES = {
+  /** connectionParams.authorization did not check out (graphql-ws's Forbidden). */
+  invalidToken: CloseCode.Forbidden,
+  /** The user already has connectionsPerUserMax connections open. */
+  tooManyConnections: 4420,
+  /** A subscription fell more than bufferedEventsMax events behind: resubscribe with afterSequence. */
+  slowConsumer: 4421,
+  /** The server is shutting down. */
+  goingAway: 1001,
+} as const
+
+export const WS_LIMITS = {
+  subscriptionsPerConnectionMax: 20,
+  /** Signed-in users; anonymous connections are limited by the HTTP server's own connection handling. */
+  connectionsPerUserMax: 10,
+  /** Largest message a client may send. */
+  messageSizeMaxBytes: 64 * 1024,
+  /** connection_init must arrive within this (else graphql-ws closes with 4408). */
+  connectionInitWaitMs: 3_000,
+  /** A ws-level ping every keepAliveMs; no pong within another keepAliveMs terminates the socket. */
+  keepAliveMs: 12_000,
+  /** A socket asked to close that has not closed by then (a client that stopped reading) is cut. */
+  closeGraceMs: 5_000,
+} as const
+
+type ConnectionExtra = {
+  viewer?: Viewer | null
+}
+
+export interface WebSocketOptions {
+  server: Server
+  path: string
+  // biome-ignore lint/suspicious/noExplicitAny: Yoga's server context type is the caller's.
+  yoga: YogaServerInstance<any, Context>
+  services: Services
+  logger: Logger
+  keepAliveMs?: number
+}
+
+export interface GraphqlWebSocket {
+  wss: WebSocketServer
+  /** Closes every connection (1001) and the WebSocket server. */
+  close(): Promise<void>
+}
+
+export function attachWebSocket({
+  server,
+  path,
+  yoga,
+  services,
+  logger,
+  keepAliveMs = WS_LIMITS.keepAliveMs,
+}: WebSocketOptions): GraphqlWebSocket {
+  const wss = new WebSocketServer({ noServer: true, maxPayload: WS_LIMITS.messageSizeMaxBytes })
+  const connectionsByUser = new Map<string, number>()
+  const counted = new WeakSet<WebSocket>()
+
+  const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    const url = new URL(req.url ?? '/', 'http://localhost')
+    if (url.pathname !== path) {
+      socket.end('HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n')
+      return
+    }
+    wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req))
+  }
+  server.on('upgrade', onUpgrade)
+
+  const closeSocket = (socket: WebSocket, code: number, reason: string) => {
+    socket.close(code, reason)
+    // A client that stopped reading never answers the close frame.
+    setTimeout(() => socket.terminate(), WS_LIMITS.closeGraceMs).unref()
+  }
+
+  const release = (socket: WebSocket, viewer: Viewer | null | undefined) => {
+    if (!viewer || !counted.has(socket)) return
+    counted.delete(socket)
+    const n = (connectionsByUser.get(viewer.userId) ?? 1) - 1
+    if (n <= 0) connectionsByUser.delete(viewer.userId)
+    else connectionsByUser.set(viewer.userId, n)
+  }
+
+  type Ctx = WsContext<
+    Record<string, unknown>,
+    { socket: WebSocket; request: IncomingMessage } & ConnectionExtra
+  >
+
+  const disposable = useServer<Record<string, unknown>, ConnectionExtra>(
+    {
+      connectionInitWaitTimeout: WS_LIMITS.connectionInitWaitMs,
+      isProd: true,
+      execute: (args) => (args.rootValue as Enveloped).execute(args),
+      subscribe: (args) => (args.rootValue as Enveloped).subscribe(args),
+      onConnect: async (ctx: Ctx) => {
+        const { socket } = ctx.extra
+        let viewer: Viewer | null
+        try {
+          viewer = await services.auth.viewerFor(ctx.connectionParams?.authorization)
+        } catch (error) {
+          if (!(error instanceof AuthenticationError)) throw error
+          return false // graphql-ws closes with 4403 Forbidden
+        }
+        if (viewer) {
+          const n = connectionsByUser.get(viewer.userId) ?? 0
+          if (n >= WS_LIMITS.connectionsPerUserMax) {
+            closeSocket(socket, CLOSE_CODES.tooManyConnections, 'Too many connections for this user')
+            return false
+          }
+          connectionsByUser.set(viewer.userId, n + 1)
+          counted.add(socket)
+        }
+        ctx.extra.viewer = viewer
+        return true
+      },
+      onClose: (ctx: Ctx) => release(ctx.extra.socket, ctx.extra.viewer),
+      onSubscribe: async (ctx: Ctx, id, params) => {
+        const { socket, request } = ctx.extra
+        // ctx.subscriptions already holds this one.
+        if (Object.keys(ctx.subscriptions).length > WS_LIMITS.subscriptionsPerConnectionMax) {
+          return [
+            new GraphQLError(
+              `At most ${WS_LIMITS.subscriptionsPerConnectionMax} subscriptions per connection.`,
+              { extensions: { code: 'TOO_MANY_SUBSCRIPTIONS' } },
+            ),
+          ]
+        }
+        const enveloped = yoga.getEnveloped({
+          requestId: `ws:${id}`,
+          clientAddress: request.socket.remoteAddress,
+          websocket: {
+            viewer: ctx.extra.viewer ?? null,
+            disconnectSlowConsumer: () =>
+              closeSocket(socket, CLOSE_CODES.slowConsumer, 'Slow consumer: resubscribe with afterSequence'),
+          },
+          params,
+          request,
+        })
+        let document: ExecutionArgs['document']
+        try {
+          document = enveloped.parse(params.query)
+        } catch (error) {
+          return [error instanceof GraphQLError ? error : new GraphQLError('Invalid query.')]
+        }
+        const errors = enveloped.validate(enveloped.schema, document)
+        if (errors.length > 0) return errors
+        if (getOperationAST(document, params.operationName)?.operation !== 'subscription') {
+          return [
+            new GraphQLError('Only subscriptions over WebSocket: send queries and mutations over HTTP.', {
+              extensions: { code: 'BAD_REQUEST' },
+            }),
+          ]
+        }
+        return {
+          schema: enveloped.schema,
+          document,
+          operationName: params.operationName,
+          variableValues: params.variables,
+          contextValue: await enveloped.contextFactory(),
+          rootValue: { execute: enveloped.execute, subscribe: enveloped.subscribe },
+        }
+      },
+    },
+    wss,
+    keepAliveMs,
+  )
+
+  wss.on('error', (error) => logger.error({ err: error }, 'WebSocket server error'))
+
+  return {
+    wss,
+    close: async () => {
+      server.off('upgrade', onUpgrade)
+      // graphql-ws's dispose closes every client with 1001 and then the server;
+      // terminate the ones that do not answer, or close() would wait for them.
+      const stragglers = setTimeout(() => {
+        for (const client of wss.clients) client.terminate()
+      }, WS_LIMITS.closeGraceMs)
+      try {
+        await disposable.dispose()
+      } finally {
+        clearTimeout(stragglers)
+      }
+    },
+  }
+}
+
+type OperationResult = ReturnType<NonNullable<Parameters<typeof useServer>[0]['execute']>>
+type Enveloped = {
+  execute: (args: ExecutionArgs) => OperationResult
+  subscribe: (args: ExecutionArgs) => OperationResult
+}
