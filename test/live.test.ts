@@ -33,7 +33,9 @@ interface LiveGift {
   combo: number
 }
 
+const KEEP_ALIVE_MS = 500
 let app: TestApp
+let stopped = false
 let admin: Actor
 let creator: Actor
 let senders: Actor[]
@@ -44,6 +46,7 @@ const clients: Client[] = []
 beforeAll(async () => {
   app = await startTestApp({
     env: { RATE_LIMIT_MUTATIONS_PER_SECOND: '10000', RATE_LIMIT_MUTATIONS_BURST: '10000' },
+    websocketKeepAliveMs: KEEP_ALIVE_MS,
   })
   ;[admin, creator] = await Promise.all([
     signIn(app, 'admin', ['admin']),
@@ -58,7 +61,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const client of clients) await client.dispose()
-  await app?.stop()
+  if (!stopped) await app?.stop()
 })
 
 let keyCounter = 0
@@ -347,6 +350,35 @@ describe('slow consumers', () => {
   }, 60_000)
 })
 
+describe('slow SSE consumers', () => {
+  it('cuts an SSE subscriber that stops reading', async () => {
+    const other = await signIn(app, 'slowssecreator', ['creator'])
+    const slowStream = (await other.ok(START_LIVE, { title: 'slow sse' })).startLiveStream.liveStream
+      .id as string
+    const response = await fetch(`${app.url}/graphql`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'text/event-stream' },
+      body: JSON.stringify({ query: LIVE_GIFTS, variables: { streamId: slowStream } }),
+    })
+    expect(response.status).toBe(200)
+    const topic = `stream:${slowStream}`
+    const bus = app.services.live.bus as unknown as { subscriberCount(topic: string): number }
+    await until(() => bus.subscriberCount(topic) === 1, 5_000, 'the subscription')
+    // The body is never read: undici stops reading the socket once its buffer is full.
+    let published = 0
+    for (let batch = 0; batch < 500 && bus.subscriberCount(topic) > 0; batch++) {
+      app.services.live.gifts.publishCommitted(
+        Array.from({ length: 100 }, () =>
+          fakeEvent(slowStream, ++published, senders[0]?.userId ?? '', other.userId),
+        ),
+      )
+      await new Promise((r) => setTimeout(r, 5))
+    }
+    expect(bus.subscriberCount(topic)).toBe(0)
+    await expect(response.text()).rejects.toThrow()
+  }, 60_000)
+})
+
 describe('stream end', () => {
   it('completes the subscriptions of a stream when its creator ends it', async () => {
     const ws = collect<LiveGift>(wsClient(), LIVE_GIFTS, { streamId })
@@ -362,6 +394,45 @@ describe('stream end', () => {
     const late = collect<LiveGift>(wsClient(), LIVE_GIFTS, { streamId, afterSequence: 0 })
     expect(await late.ended).toBe('complete')
     expectContiguous(late.received, 1, await lastSequence())
+  })
+})
+
+describe('connections', () => {
+  it('drops a connection that stops answering pings', async () => {
+    const socket = new WebSocket(wsUrl(), 'graphql-transport-ws', { autoPong: false })
+    const closed = new Promise<number>((resolve) => socket.on('close', (code) => resolve(code)))
+    await new Promise((r) => socket.once('open', r))
+    socket.send(JSON.stringify({ type: 'connection_init', payload: {} }))
+    const started = Date.now()
+    // Terminated, not closed: no close frame, so the client sees 1006.
+    expect(await closed).toBe(1006)
+    expect(Date.now() - started).toBeLessThan(KEEP_ALIVE_MS * 4)
+  })
+
+  it('closes a user’s connections past the tenth with 4420', async () => {
+    const erin = await signIn(app, 'erin')
+    const subs = Array.from({ length: 11 }, () => collect(wsClient(erin.token), MY_WALLET))
+    const refused = await Promise.race(subs.map((s, i) => s.ended.then(() => i)))
+    expect((subs[refused]?.errors[0] as { code?: number }).code).toBe(CLOSE_CODES.tooManyConnections)
+    for (const s of subs) s.unsubscribe()
+  })
+
+  it('closes every WebSocket with 1001 when the server stops', async () => {
+    const frank = await signIn(app, 'frank')
+    const socket = new WebSocket(wsUrl(), 'graphql-transport-ws')
+    const messages: string[] = []
+    socket.on('message', (data) => messages.push(String(data)))
+    const closed = new Promise<number>((resolve) => socket.on('close', (code) => resolve(code)))
+    await new Promise((r) => socket.once('open', r))
+    socket.send(
+      JSON.stringify({ type: 'connection_init', payload: { authorization: `Bearer ${frank.token}` } }),
+    )
+    await until(() => messages.some((m) => m.includes('connection_ack')), 5_000, 'ack')
+    socket.send(JSON.stringify({ id: '1', type: 'subscribe', payload: { query: MY_WALLET } }))
+    await new Promise((r) => setTimeout(r, 200))
+    stopped = true
+    await app.stop()
+    expect(await closed).toBe(CLOSE_CODES.goingAway)
   })
 })
 

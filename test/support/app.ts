@@ -30,6 +30,8 @@ export interface TestAppOptions {
   env?: Record<string, string>
   /** Serve this schema instead of the application's (server-level tests). */
   schema?: GraphQLSchema
+  /** WebSocket keep-alive ping interval (live tests shorten it). */
+  websocketKeepAliveMs?: number
 }
 
 /**
@@ -55,7 +57,15 @@ export async function startTestApp(options: TestAppOptions = {}): Promise<TestAp
     }
     const logger = pino({ level: process.env.LOG_LEVEL ?? 'silent' })
     const services = createServices(config, database)
-    const app = buildApp({ config, database, services, logger, shutdownGraceMs: 500, schema: options.schema })
+    const app = buildApp({
+      config,
+      database,
+      services,
+      logger,
+      shutdownGraceMs: 500,
+      schema: options.schema,
+      websocketKeepAliveMs: options.websocketKeepAliveMs,
+    })
     const { port } = await app.start()
     const key = new TextEncoder().encode(config.jwt.secret ?? TEST_JWT_SECRET)
     return {
