@@ -413,7 +413,9 @@ describe('connections', () => {
     const erin = await signIn(app, 'erin')
     const subs = Array.from({ length: 11 }, () => collect(wsClient(erin.token), MY_WALLET))
     const refused = await Promise.race(subs.map((s, i) => s.ended.then(() => i)))
-    expect(((subs[refused] as (typeof subs)[number]).errors[0] as { code?: number }).code).toBe(CLOSE_CODES.tooManyConnections)
+    expect(((subs[refused] as (typeof subs)[number]).errors[0] as { code?: number }).code).toBe(
+      CLOSE_CODES.tooManyConnections,
+    )
     for (const s of subs) s.unsubscribe()
   })
 
