@@ -84,6 +84,7 @@ export function createServices(config: Config, database: Database, hooks: Servic
     hooks.onBackgroundError?.(error, { ...event, component: 'webhook-inbox' }),
   )
   const live = createLive(database.db, ledger, gifts, {
+    comboWindowMs: config.gifts.comboWindowMs,
     onError: (error) => hooks.onBackgroundError?.(error, { component: 'live' }),
   })
   return { config, ledger, users, auth, gifts, recharge, inbox, live }

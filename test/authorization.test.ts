@@ -684,6 +684,28 @@ const ROWS: Row[] = [
     },
   },
   {
+    name: 'liveStreakEnds',
+    covers: ['Subscription.liveStreakEnds'],
+    root: 'liveStreakEnds',
+    document: `subscription($id: ID!) { liveStreakEnds(streamId: $id) { streamId senderId combo lastSequence } }`,
+    variables: () => ({ id: streamId }),
+    select: (d) => d.liveStreakEnds,
+    expect: PUBLIC,
+    // Published straight onto the bus, as the streak tracker would.
+    trigger: () =>
+      app.services.live.bus.publish(`streaks:${streamId}`, {
+        kind: 'streakEnded',
+        streamId,
+        senderId: bob.userId,
+        giftId: rose,
+        combo: 3,
+        lastSequence: 1,
+        lastGiftEventId: streamId,
+        endedAt: new Date().toISOString(),
+      }),
+    check: async (end) => expect(end).toEqual({ streamId, senderId: bob.userId, combo: 3, lastSequence: 1 }),
+  },
+  {
     name: 'walletUpdated',
     covers: ['Subscription.walletUpdated'],
     root: 'walletUpdated',

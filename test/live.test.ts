@@ -34,6 +34,7 @@ interface LiveGift {
 }
 
 const KEEP_ALIVE_MS = 500
+const COMBO_WINDOW_MS = 400
 let app: TestApp
 let stopped = false
 let admin: Actor
@@ -45,7 +46,11 @@ const clients: Client[] = []
 
 beforeAll(async () => {
   app = await startTestApp({
-    env: { RATE_LIMIT_MUTATIONS_PER_SECOND: '10000', RATE_LIMIT_MUTATIONS_BURST: '10000' },
+    env: {
+      RATE_LIMIT_MUTATIONS_PER_SECOND: '10000',
+      RATE_LIMIT_MUTATIONS_BURST: '10000',
+      GIFT_COMBO_WINDOW_MS: String(COMBO_WINDOW_MS),
+    },
     websocketKeepAliveMs: KEEP_ALIVE_MS,
   })
   ;[admin, creator] = await Promise.all([
@@ -377,6 +382,43 @@ describe('slow SSE consumers', () => {
     expect(bus.subscriberCount(topic)).toBe(0)
     await expect(response.text()).rejects.toThrow()
   }, 60_000)
+})
+
+describe('streak ends', () => {
+  const STREAK_ENDS = `subscription($streamId: ID!) {
+    liveStreakEnds(streamId: $streamId) { streamId senderId giftId combo lastSequence lastGiftEventId endedAt }
+  }`
+  interface End {
+    senderId: string
+    combo: number
+    lastSequence: number
+    lastGiftEventId: string
+  }
+
+  it('publishes the end of each streak once, with its final combo, and ends open streaks with the stream', async () => {
+    const host = await signIn(app, 'streakhost', ['creator'])
+    const stream = (await host.ok(START_LIVE, { title: 'streaks' })).startLiveStream.liveStream.id as string
+    const [gina, hal] = senders.slice(10, 12) as [Actor, Actor]
+    const client = wsClient()
+    const ends = collect<End>(client, STREAK_ENDS, { streamId: stream })
+    const gifts = collect<LiveGift>(client, LIVE_GIFTS, { streamId: stream, afterSequence: 0 })
+    await new Promise((r) => setTimeout(r, 200))
+    // Three in a row: one streak of 3.
+    for (let i = 0; i < 3; i++) await send(gina, stream)
+    await until(() => ends.received.length >= 1, 5_000, 'the first streak end')
+    expect(ends.received[0]).toMatchObject({ senderId: gina.userId, combo: 3, lastSequence: 3 })
+    expect(ends.received[0]?.lastGiftEventId).toBe(gifts.received[2]?.id)
+    // A new streak, still open when the stream ends.
+    await new Promise((r) => setTimeout(r, COMBO_WINDOW_MS))
+    await send(hal, stream)
+    await host.ok(END_LIVE, { liveStreamId: stream })
+    expect(await ends.ended).toBe('complete')
+    expect(ends.received.map((e) => [e.senderId, e.combo, e.lastSequence])).toEqual([
+      [gina.userId, 3, 3],
+      [hal.userId, 1, 4],
+    ])
+    expect(gifts.received.map((g) => g.combo)).toEqual([1, 2, 3, 1])
+  })
 })
 
 describe('stream end', () => {

@@ -4,6 +4,7 @@ import type { GiftEvent as GiftEventRow } from '../gifts/service.js'
 import { builder } from '../graphql/builder.js'
 import { DomainError } from '../graphql/errors.js'
 import { viewerOf } from '../wallet/schema.js'
+import type { StreakEnd as StreakEndShape } from './streaks.js'
 import type { WalletUpdate as WalletUpdateShape } from './wallet-feed.js'
 
 // Subscriptions, over WebSocket (graphql-ws) and SSE alike. See docs/LIVE.md.
@@ -13,6 +14,20 @@ const WalletUpdate = builder.objectRef<WalletUpdateShape>('WalletUpdate').implem
   fields: (t) => ({
     coins: t.field({ type: 'Amount', resolve: (u) => u.coins }),
     updatedAt: t.field({ type: 'DateTime', resolve: (u) => u.updatedAt }),
+  }),
+})
+
+const StreakEnd = builder.objectRef<StreakEndShape>('StreakEnd').implement({
+  description:
+    'A streak is over: no more gifts will continue it. Its last gift (lastGiftEventId, lastSequence) carries the final combo.',
+  fields: (t) => ({
+    streamId: t.exposeID('streamId'),
+    senderId: t.exposeID('senderId'),
+    giftId: t.exposeID('giftId'),
+    combo: t.exposeInt('combo', { description: 'The final count of the streak.' }),
+    lastSequence: t.exposeInt('lastSequence'),
+    lastGiftEventId: t.exposeID('lastGiftEventId'),
+    endedAt: t.field({ type: 'DateTime', resolve: (e) => e.endedAt }),
   }),
 })
 
@@ -35,6 +50,18 @@ builder.subscriptionFields((t) => ({
         }),
       ),
     resolve: (event: GiftEventRow) => event,
+  }),
+  liveStreakEnds: t.field({
+    type: StreakEnd,
+    description:
+      'The end of each gift streak of a live stream, decided by the server: the combo window passed with no gift continuing it, or the stream ended. Live only (no replay). Completes when the stream ends.',
+    args: { streamId: t.arg.id({ required: true }) },
+    authScopes: { public: true },
+    subscribe: (_root, args, ctx) =>
+      asGraphQLError(() =>
+        ctx.services.live.streaks.subscribe(String(args.streamId), ctx.disconnectSlowConsumer),
+      ),
+    resolve: (end: StreakEndShape) => end,
   }),
   walletUpdated: t.field({
     type: WalletUpdate,

@@ -131,7 +131,7 @@ builder.mutationFields((t) => ({
         }
         const ended = await endLiveStream(ctx.db, viewerId(ctx), id)
         // After the commit: the gift feed's subscribers catch up and complete.
-        ctx.services.live.gifts.publishEnded(ended.id)
+        ctx.services.live.streamEnded(ended.id)
         return { liveStream: ended }
       }),
   }),
