@@ -13,6 +13,8 @@ import type { RechargeService } from './service.js'
 
 export const INBOX_LIMITS = {
   claimBatchMax: 50,
+  /** Events processed at once per process (each may hold a pooled connection while it settles). */
+  processConcurrency: 8,
   attemptsMax: 8,
   backoffBaseMs: 1_000,
   backoffMaxMs: 60 * 60 * 1_000,
@@ -125,10 +127,16 @@ export class WebhookInbox {
     for (;;) {
       const claimed = await this.claim()
       if (claimed.length === 0) return handled
-      for (const row of claimed) {
-        await this.processOne(row)
-        handled++
+      // Events mostly wait (on the provider, on a commit): handle several at
+      // once. Events of one order serialize on the order's row lock.
+      const queue = [...claimed]
+      const worker = async () => {
+        for (let row = queue.shift(); row; row = queue.shift()) {
+          await this.processOne(row)
+          handled++
+        }
       }
+      await Promise.all(Array.from({ length: Math.min(INBOX_LIMITS.processConcurrency, queue.length) }, worker))
     }
   }
 
