@@ -59,6 +59,8 @@ try {
     logger.info({ signal }, 'stopping')
     try {
       await app.stop()
+      // The live bus (Redis connections, streak timers).
+      await services.live.stop()
       await stopHoldExpiry()
       await stopRechargeJobs()
       await database.close()

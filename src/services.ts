@@ -6,6 +6,7 @@ import type { Database } from './db/client.js'
 import { GiftService } from './gifts/service.js'
 import { Ledger } from './ledger/index.js'
 import { createLive, type Live } from './live/index.js'
+import { RedisBus } from './live/redis-bus.js'
 import { PayPalGateway } from './payments/paypal.js'
 import { StripeGateway } from './payments/stripe.js'
 import type { PaymentGateway, ProviderName } from './payments/types.js'
@@ -83,9 +84,13 @@ export function createServices(config: Config, database: Database, hooks: Servic
   const inbox = new WebhookInbox(database.db, recharge, (error, event) =>
     hooks.onBackgroundError?.(error, { ...event, component: 'webhook-inbox' }),
   )
+  const onLiveError = (error: unknown) => hooks.onBackgroundError?.(error, { component: 'live' })
+  // With REDIS_URL, live events travel through Redis (several instances); in-process otherwise.
+  const bus = config.redisUrl ? new RedisBus(config.redisUrl, { onError: onLiveError }) : undefined
   const live = createLive(database.db, ledger, gifts, {
+    bus,
     comboWindowMs: config.gifts.comboWindowMs,
-    onError: (error) => hooks.onBackgroundError?.(error, { component: 'live' }),
+    onError: onLiveError,
   })
   return { config, ledger, users, auth, gifts, recharge, inbox, live }
 }

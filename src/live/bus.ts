@@ -9,8 +9,13 @@ export type Json = string | number | boolean | null | Json[] | { [key: string]: 
 export interface LiveBus {
   /** Delivers `payload` to the topic's current subscribers; never throws for a subscriber's failure. */
   publish(topic: string, payload: Json): void
-  /** Calls `handler` with each payload published on `topic` from now on; returns the unsubscribe. */
-  subscribe(topic: string, handler: (payload: Json) => void): () => void
+  /**
+   * Calls `handler` with each payload published on `topic` from now on; returns the unsubscribe.
+   * `onResync`: a transport that may have missed messages (a Redis subscription that just became
+   * active, or came back after a disconnection) calls it; the subscriber reads what it missed
+   * from the database. The in-process bus never misses anything and never calls it.
+   */
+  subscribe(topic: string, handler: (payload: Json) => void, onResync?: () => void): () => void
   close(): Promise<void>
 }
 

@@ -27,7 +27,7 @@ export interface GiftFeedLimits {
 
 export const GIFT_FEED_LIMITS: GiftFeedLimits = { bufferedEventsMax: 256, replayPageSize: 100 }
 
-type FeedItem = { kind: 'gift'; event: GiftEvent } | { kind: 'ended' }
+type FeedItem = { kind: 'gift'; event: GiftEvent } | { kind: 'ended' } | { kind: 'resync' }
 
 /** A subscriber fell more than bufferedEventsMax events behind. */
 export class SlowConsumerError extends GraphQLError {
@@ -95,15 +95,21 @@ export class GiftFeed {
     }
     const queue = new BoundedQueue<FeedItem>(this.limits.bufferedEventsMax)
     // Listening starts before anything is read: the seam.
-    const unsubscribe = this.bus.subscribe(topic(streamId), (payload) => {
-      for (const item of fromWireMessage(payload)) {
-        if (queue.push(item)) continue
-        unsubscribe()
-        queue.fail(new SlowConsumerError())
-        subscriber.onOverflow?.()
-        return
-      }
-    })
+    const push = (item: FeedItem) => {
+      if (queue.push(item)) return true
+      unsubscribe()
+      queue.fail(new SlowConsumerError())
+      subscriber.onOverflow?.()
+      return false
+    }
+    const unsubscribe = this.bus.subscribe(
+      topic(streamId),
+      (payload) => {
+        for (const item of fromWireMessage(payload)) if (!push(item)) return
+      },
+      // The transport may have missed messages (Redis reconnected): read them from the database.
+      () => push({ kind: 'resync' }),
+    )
     const release = () => {
       unsubscribe()
       queue.close()
@@ -136,6 +142,13 @@ export class GiftFeed {
       if (item.kind === 'ended') {
         for await (const event of this.stored(streamId, last, null)) yield event
         return
+      }
+      if (item.kind === 'resync') {
+        for await (const event of this.stored(streamId, last, null)) {
+          yield event
+          last = Number(event.sequence)
+        }
+        continue
       }
       const sequence = Number(item.event.sequence)
       if (sequence <= last) continue

@@ -8,6 +8,7 @@ import { WalletFeed } from './wallet-feed.js'
 
 export { InProcessBus, type LiveBus } from './bus.js'
 export { GiftFeed, SlowConsumerError } from './gift-feed.js'
+export { RedisBus } from './redis-bus.js'
 export { WalletFeed, type WalletUpdate } from './wallet-feed.js'
 
 /** The live features: gift feeds per stream and wallet updates per user, over one bus. */

@@ -15,13 +15,16 @@ if (!Number.isFinite(minutes) || minutes < 0) {
 }
 const config = loadConfig()
 const database = await openDatabase(config.database)
+let services: ReturnType<typeof createServices> | undefined
 try {
   await migrateDatabase(config.database, database)
-  const services = createServices(config, database)
+  services = createServices(config, database)
   const report = await services.recharge.reconcile({ olderThanMs: minutes * 60_000 })
   await services.inbox.idle()
   console.log(JSON.stringify(report, null, 2))
   process.exitCode = report.problems.length > 0 ? 1 : 0
 } finally {
+  // The live bus holds Redis connections when REDIS_URL is set.
+  await services?.live.stop()
   await database.close()
 }
