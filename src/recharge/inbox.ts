@@ -136,7 +136,9 @@ export class WebhookInbox {
           handled++
         }
       }
-      await Promise.all(Array.from({ length: Math.min(INBOX_LIMITS.processConcurrency, queue.length) }, worker))
+      await Promise.all(
+        Array.from({ length: Math.min(INBOX_LIMITS.processConcurrency, queue.length) }, worker),
+      )
     }
   }
 
