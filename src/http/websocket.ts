@@ -1,13 +1,20 @@
 import type { IncomingMessage, Server } from 'node:http'
 import type { Duplex } from 'node:stream'
-import { type ExecutionArgs, GraphQLError, getOperationAST } from 'graphql'
+import { createSourceEventStream, type ExecutionArgs, GraphQLError, getOperationAST } from 'graphql'
 import { CloseCode, type Context as WsContext } from 'graphql-ws'
 import { useServer } from 'graphql-ws/use/ws'
-import type { YogaServerInstance } from 'graphql-yoga'
+import { maskError, type YogaServerInstance } from 'graphql-yoga'
 import type { Logger } from 'pino'
 import { type WebSocket, WebSocketServer } from 'ws'
 import { AuthenticationError } from '../auth/tokens.js'
 import type { Context, Viewer } from '../graphql/context.js'
+import {
+  operationFingerprint,
+  SharedResults,
+  sharedResultStream,
+  spliceMessage,
+  spliceReplacer,
+} from '../live/fanout.js'
 import type { Services } from '../services.js'
 
 // GraphQL subscriptions over WebSocket (graphql-ws, the graphql-transport-ws
@@ -86,6 +93,19 @@ export function attachWebSocket({
   }
   server.on('upgrade', onUpgrade)
 
+  // Fan-out: identical live operations share one execution and one JSON per event (src/live/fanout.ts).
+  const shared = new SharedResults()
+  const mask = (error: GraphQLError): GraphQLError => {
+    const masked = maskError(error, 'Unexpected error.', false) as GraphQLError
+    if (masked !== error) logger.error({ err: error }, 'unexpected error in a GraphQL operation')
+    return masked
+  }
+  wss.on('connection', (socket: WebSocket) => {
+    const send = socket.send.bind(socket) as (data: unknown, cb?: (error?: Error) => void) => void
+    // biome-ignore lint/suspicious/noExplicitAny: ws's send overloads.
+    ;(socket as any).send = (data: unknown, cb?: (error?: Error) => void) => send(spliceMessage(data), cb)
+  })
+
   const closeSocket = (socket: WebSocket, code: number, reason: string) => {
     socket.close(code, reason)
     // A client that stopped reading never answers the close frame.
@@ -110,7 +130,10 @@ export function attachWebSocket({
       connectionInitWaitTimeout: WS_LIMITS.connectionInitWaitMs,
       isProd: true,
       execute: (args) => (args.rootValue as Enveloped).execute(args),
-      subscribe: (args) => (args.rootValue as Enveloped).subscribe(args),
+      subscribe: (args) => subscribeShared(args),
+      jsonMessageReplacer: spliceReplacer(shared),
+      // The shared payload itself (already formatted), so that it is serialized once.
+      onNext: (_ctx, _id, _payload, _args, result) => (shared.isShared(result) ? result : undefined),
       onConnect: async (ctx: Ctx) => {
         const { socket } = ctx.extra
         let viewer: Viewer | null
@@ -176,13 +199,33 @@ export function attachWebSocket({
           operationName: params.operationName,
           variableValues: params.variables,
           contextValue: await enveloped.contextFactory(),
-          rootValue: { execute: enveloped.execute, subscribe: enveloped.subscribe },
+          rootValue: {
+            execute: enveloped.execute,
+            subscribe: enveloped.subscribe,
+            fingerprint: operationFingerprint(params.query, document, params.operationName, params.variables),
+          },
         }
       },
     },
     wss,
     keepAliveMs,
   )
+
+  /** A shareable operation: its own source stream, results shared by event; else Yoga's subscribe. */
+  async function subscribeShared(args: ExecutionArgs): Promise<OperationResult> {
+    const root = args.rootValue as Enveloped
+    if (root.fingerprint === null) return root.subscribe(args)
+    const source = await createSourceEventStream({ ...args, rootValue: undefined })
+    // A refusal (no such stream...): through Yoga again, for its error handling.
+    if (!(Symbol.asyncIterator in source)) return root.subscribe(args)
+    return sharedResultStream(
+      source,
+      { ...args, rootValue: undefined },
+      root.fingerprint,
+      shared,
+      mask,
+    ) as never
+  }
 
   wss.on('error', (error) => logger.error({ err: error }, 'WebSocket server error'))
 
@@ -208,4 +251,6 @@ type OperationResult = ReturnType<NonNullable<Parameters<typeof useServer>[0]['e
 type Enveloped = {
   execute: (args: ExecutionArgs) => OperationResult
   subscribe: (args: ExecutionArgs) => OperationResult
+  /** The operation's sharing key; null when not shared. */
+  fingerprint: string | null
 }
