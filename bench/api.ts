@@ -624,7 +624,8 @@ async function checkBooks(
              (select coalesce(max(sequence), 0) from gift_events where stream_id = ${population.streamId})::text as max_sequence,
              (select coalesce(sum(coins), 0) from stream_gifters where stream_id = ${population.streamId})::text as ranking_coins`
     if (!m) throw new Error('no row')
-    const n = (k: string) => BigInt(m[k] ?? 'NaN')
+    // No row (e.g. no gift sent yet: no earnings account) is a zero balance.
+    const n = (k: string) => BigInt(m[k] ?? 0)
     const funded = BigInt(FUNDING_COINS) * BigInt(population.senders.length)
     const decrease = funded - n('wallet_coins')
     check(
