@@ -29,6 +29,7 @@ import { fmt } from './support/stats.js'
 // share the machine's cores with the server.
 //
 //   npm run bench:live -- [--subscribers 5000] [--rate 20] [--seconds 30] [--client-processes 2]
+//     [--wait-quiet 480] [--drain-ms 10000] [--server-cpu-prof <dir>] (the server's CPU profile, written when it stops)
 
 const SELF = fileURLToPath(import.meta.url)
 const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url))
@@ -379,8 +380,14 @@ async function orchestrate(): Promise<void> {
       RATE_LIMIT_MUTATIONS_PER_SECOND: '100000',
       RATE_LIMIT_MUTATIONS_BURST: '100000',
     })
+    const profileDir = flagString('server-cpu-prof')
     server = await startServerProcess({
-      args: ['--import', 'tsx', 'src/main.ts'],
+      args: [
+        ...(profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : []),
+        '--import',
+        'tsx',
+        'src/main.ts',
+      ],
       cwd: REPO_ROOT,
       env,
       host: HOST,
