@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto'
+import { createHash, createSecretKey, type KeyObject, randomBytes } from 'node:crypto'
 import { linkSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { errors, jwtVerify, SignJWT } from 'jose'
@@ -90,17 +90,22 @@ function readKeyFile(file: string): string | undefined {
 
 /** Checks bearer tokens: signature, algorithm, expiry, issuer and audience (when configured), claims. */
 export class TokenVerifier {
+  /** Imported once: jose would import raw key bytes again on every verification. */
+  private readonly secret: KeyObject
+
   constructor(
-    private readonly key: Uint8Array,
+    key: Uint8Array,
     private readonly expected: { issuer?: string; audience?: string } = {},
-  ) {}
+  ) {
+    this.secret = createSecretKey(key)
+  }
 
   /** The token's claims; throws an AuthenticationError saying why it is refused. */
   async verify(token: string): Promise<TokenClaims> {
     if (token.length > TOKEN_LENGTH_MAX) throw new AuthenticationError('token too long')
     let payload: Record<string, unknown>
     try {
-      ;({ payload } = await jwtVerify(token, this.key, {
+      ;({ payload } = await jwtVerify(token, this.secret, {
         algorithms: ALGORITHMS,
         requiredClaims: ['exp', 'sub'],
         clockTolerance: CLOCK_TOLERANCE_S,

@@ -99,10 +99,10 @@ export class GiftService {
   async send(raw: SendGiftInput): Promise<SentGift> {
     const input = this.validate(raw)
     const ledgerKey = giftLedgerKey(input.senderId, input.idempotencyKey)
-    const earlier = await this.findByKey(ledgerKey)
-    if (earlier) return this.replay(earlier, input)
+    const facts = await this.facts(input, ledgerKey)
+    if (facts.earlierEventId !== null) return this.replay(await this.eventById(facts.earlierEventId), input)
 
-    const pending = await this.price(input, ledgerKey)
+    const pending = await this.price(input, ledgerKey, facts)
     let outcome: BatchOutcome
     try {
       outcome = await this.batcher.submit(pending)
@@ -154,13 +154,65 @@ export class GiftService {
     return { ...raw, quantity }
   }
 
-  private async findByKey(ledgerKey: string): Promise<GiftEvent | undefined> {
-    const [row] = await this.db
-      .select({ event: giftEvents })
-      .from(ledgerTransactions)
-      .innerJoin(giftEvents, eq(giftEvents.transactionId, ledgerTransactions.id))
-      .where(eq(ledgerTransactions.idempotencyKey, ledgerKey))
-    return row?.event
+  /**
+   * Everything a gift is checked against before its batch, in one round
+   * trip: an earlier gift with this key, the gift, the stream or creator, the
+   * sender's limit and debt. (Rechecked under the batch's locks where it matters.)
+   */
+  private async facts(input: SendGiftInput, ledgerKey: string): Promise<GiftFacts> {
+    const stream = input.liveStreamId ?? null
+    const creator = input.creatorId ?? null
+    const [row] = rowsOf<Record<string, string | boolean | number | null>>(
+      await this.db.execute(sql`
+        with s as (select creator_id, status from live_streams where id = ${stream}::uuid),
+             c as (select id, roles, creator_share_bps from users
+                    where id = coalesce((select creator_id from s), ${creator}::uuid))
+        select
+          (select ge.id::text from ledger_transactions t join gift_events ge on ge.transaction_id = t.id
+            where t.idempotency_key = ${ledgerKey}) as earlier_id,
+          (select coin_cost::text from gifts where id = ${input.giftId}::uuid) as gift_cost,
+          (select active from gifts where id = ${input.giftId}::uuid) as gift_active,
+          (select creator_id::text from s) as stream_creator,
+          (select status::text from s) as stream_status,
+          (select id::text from c) as creator_id,
+          (select array_to_string(roles, ',') from c) as creator_roles,
+          (select creator_share_bps from c) as creator_share,
+          exists (select 1 from users where id = ${input.senderId}::uuid) as sender_exists,
+          (select daily_spend_limit_coins::text from users where id = ${input.senderId}::uuid) as sender_limit,
+          (select balance::text from ledger_accounts where code = ${userCoinDebt(input.senderId).code}) as debt`),
+    )
+    if (!row) throw new Error('gifts: the facts query returned no row')
+    const text = (v: unknown) => (v === null || v === undefined ? null : String(v))
+    return {
+      earlierEventId: text(row.earlier_id),
+      gift:
+        row.gift_cost === null
+          ? null
+          : { coinCost: BigInt(String(row.gift_cost)), active: row.gift_active === true },
+      stream:
+        row.stream_creator === null
+          ? null
+          : { creatorId: String(row.stream_creator), status: String(row.stream_status) as 'live' | 'ended' },
+      creator:
+        row.creator_id === null
+          ? null
+          : {
+              id: String(row.creator_id),
+              roles: String(row.creator_roles ?? '')
+                .split(',')
+                .filter(Boolean),
+              shareBps: Number(row.creator_share),
+            },
+      senderExists: row.sender_exists === true,
+      senderLimit: text(row.sender_limit) === null ? null : BigInt(String(row.sender_limit)),
+      debt: row.debt === null ? 0n : BigInt(String(row.debt)),
+    }
+  }
+
+  private async eventById(id: string): Promise<GiftEvent> {
+    const [event] = await this.db.select().from(giftEvents).where(eq(giftEvents.id, id))
+    if (!event) throw new Error(`gifts: no event ${id}`)
+    return event
   }
 
   /** The original answer to a retried key, if the retry asks for the same gift. */
@@ -180,39 +232,28 @@ export class GiftService {
     return { event, walletCoins: balance, replayed: true }
   }
 
-  private async price(input: SendGiftInput & { quantity: number }, ledgerKey: string): Promise<PendingGift> {
-    const [gift] = await this.db
-      .select({ coinCost: gifts.coinCost, active: gifts.active })
-      .from(gifts)
-      .where(eq(gifts.id, input.giftId))
+  private async price(
+    input: SendGiftInput & { quantity: number },
+    ledgerKey: string,
+    facts: GiftFacts,
+  ): Promise<PendingGift> {
+    const { gift } = facts
     if (!gift) throw new DomainError('GIFT_NOT_FOUND', 'no such gift', 'input.giftId')
     if (!gift.active)
       throw new DomainError('GIFT_UNAVAILABLE', 'this gift is no longer available', 'input.giftId')
-
-    const { streamId, creatorId } = await this.target(input)
+    const { streamId, creatorId } = target(input, facts)
     if (creatorId === input.senderId) {
       throw new DomainError('CANNOT_GIFT_SELF', 'you cannot send a gift to yourself', 'input')
     }
-    const [creator] = await this.db
-      .select({ shareBps: users.creatorShareBps })
-      .from(users)
-      .where(eq(users.id, creatorId))
+    const creator = facts.creator
     if (!creator) throw new DomainError('CREATOR_NOT_FOUND', 'no such creator', 'input.creatorId')
-    const [sender] = await this.db
-      .select({ limit: users.dailySpendLimitCoins })
-      .from(users)
-      .where(eq(users.id, input.senderId))
-    if (!sender) throw new DomainError('USER_NOT_FOUND', 'unknown sender')
-
+    if (!facts.senderExists) throw new DomainError('USER_NOT_FOUND', 'unknown sender')
+    const sender = { limit: facts.senderLimit }
     // A clawback that found the coins spent left a debt: no gifts until a recharge repays it.
-    const [debt] = await this.db
-      .select({ balance: ledgerAccounts.balance })
-      .from(ledgerAccounts)
-      .where(eq(ledgerAccounts.code, userCoinDebt(input.senderId).code))
-    if (debt && debt.balance > 0n) {
+    if (facts.debt > 0n) {
       throw new DomainError(
         'WALLET_IN_DEBT',
-        `you owe ${debt.balance} coins from a refund; recharge to repay them first`,
+        `you owe ${facts.debt} coins from a refund; recharge to repay them first`,
       )
     }
     const split = splitGift(gift.coinCost, input.quantity, creator.shareBps)
@@ -261,34 +302,6 @@ export class GiftService {
     }
   }
 
-  private async target(input: SendGiftInput): Promise<{ streamId: string | null; creatorId: string }> {
-    if (!input.liveStreamId) {
-      const [creator] = await this.db
-        .select({ roles: users.roles })
-        .from(users)
-        .where(eq(users.id, input.creatorId as string))
-      if (!creator?.roles.includes('creator')) {
-        throw new DomainError('CREATOR_NOT_FOUND', 'no such creator', 'input.creatorId')
-      }
-      return { streamId: null, creatorId: input.creatorId as string }
-    }
-    const [stream] = await this.db
-      .select({ creatorId: liveStreams.creatorId, status: liveStreams.status })
-      .from(liveStreams)
-      .where(eq(liveStreams.id, input.liveStreamId))
-    if (!stream) throw new DomainError('STREAM_NOT_FOUND', 'no such live stream', 'input.liveStreamId')
-    if (stream.status !== 'live')
-      throw new DomainError('STREAM_NOT_LIVE', 'this live stream has ended', 'input.liveStreamId')
-    if (input.creatorId && input.creatorId !== stream.creatorId) {
-      throw new DomainError(
-        'INVALID_INPUT',
-        'creatorId is not the creator of this live stream',
-        'input.creatorId',
-      )
-    }
-    return { streamId: input.liveStreamId, creatorId: stream.creatorId }
-  }
-
   // ---- the batch: one database transaction --------------------------------
 
   private async writeBatch(batch: PendingGift[]): Promise<Settled<BatchOutcome>[]> {
@@ -299,6 +312,40 @@ export class GiftService {
     if (committed.length > 0) for (const listener of this.listeners) listener(committed)
     return outcomes
   }
+}
+
+interface GiftFacts {
+  earlierEventId: string | null
+  gift: { coinCost: bigint; active: boolean } | null
+  stream: { creatorId: string; status: 'live' | 'ended' } | null
+  /** The stream's creator, or the creator named in the input. */
+  creator: { id: string; roles: string[]; shareBps: number } | null
+  senderExists: boolean
+  senderLimit: bigint | null
+  debt: bigint
+}
+
+/** Where the gift goes: the stream's creator, or a creator named for a gift outside a stream. */
+function target(input: SendGiftInput, facts: GiftFacts): { streamId: string | null; creatorId: string } {
+  if (!input.liveStreamId) {
+    if (!facts.creator?.roles.includes('creator')) {
+      throw new DomainError('CREATOR_NOT_FOUND', 'no such creator', 'input.creatorId')
+    }
+    return { streamId: null, creatorId: facts.creator.id }
+  }
+  const stream = facts.stream
+  if (!stream) throw new DomainError('STREAM_NOT_FOUND', 'no such live stream', 'input.liveStreamId')
+  if (stream.status !== 'live') {
+    throw new DomainError('STREAM_NOT_LIVE', 'this live stream has ended', 'input.liveStreamId')
+  }
+  if (input.creatorId && input.creatorId !== stream.creatorId) {
+    throw new DomainError(
+      'INVALID_INPUT',
+      'creatorId is not the creator of this live stream',
+      'input.creatorId',
+    )
+  }
+  return { streamId: input.liveStreamId, creatorId: stream.creatorId }
 }
 
 async function giftBatch(

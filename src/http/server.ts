@@ -160,6 +160,12 @@ export function buildApp({
       inFlight.add(res)
       res.on('close', () => inFlight.delete(res))
       route(req, res).catch((err: unknown) => {
+        // A client that went away mid-request is not a server error.
+        if (req.destroyed || (err instanceof Error && err.name === 'AbortError')) {
+          logger.debug({ err }, 'client went away')
+          res.destroy()
+          return
+        }
         logger.error({ err }, 'request failed')
         if (!res.headersSent) sendJson(res, 500, { error: 'internal error' })
         else res.destroy()
