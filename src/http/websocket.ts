@@ -221,7 +221,7 @@ export function attachWebSocket({
     return sharedResultStream(
       source,
       { ...args, rootValue: undefined },
-      root.fingerprint,
+      shared.operationKey(root.fingerprint),
       shared,
       mask,
     ) as never

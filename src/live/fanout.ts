@@ -39,7 +39,23 @@ export class SharedResults {
   private readonly results = new Map<string, Promise<SharedPayload>>()
   private readonly json = new WeakMap<object, string>()
 
+  /** Fingerprint → a short key, so that a lookup does not hash the query text. */
+  private readonly operations = new Map<string, string>()
+
   constructor(private readonly entriesMax = 4096) {}
+
+  /** The short key of an operation's fingerprint (once per subscription). */
+  operationKey(fingerprint: string): string {
+    let key = this.operations.get(fingerprint)
+    if (key === undefined) {
+      // Operations are few (one per distinct query and variables); forget them all past a bound.
+      if (this.operations.size >= this.entriesMax) this.operations.clear()
+      key = `op${this.operationCount++}`
+      this.operations.set(fingerprint, key)
+    }
+    return key
+  }
+  private operationCount = 0
 
   /** The result for (event id, operation), computed at most once while it is cached. */
   get(key: string, run: () => Promise<SharedPayload>): Promise<SharedPayload> {
@@ -131,7 +147,7 @@ function eventKey(event: unknown): string | null {
 export function sharedResultStream(
   source: AsyncIterable<unknown>,
   args: ExecutionArgs,
-  fingerprint: string,
+  operationKey: string,
   shared: SharedResults,
   mask: (error: GraphQLError) => GraphQLError,
 ): AsyncGenerator<SharedPayload> {
@@ -153,7 +169,7 @@ export function sharedResultStream(
         const value =
           key === null
             ? await run(step.value)
-            : await shared.get(`${key}\u0000${fingerprint}`, () => run(step.value))
+            : await shared.get(`${key}:${operationKey}`, () => run(step.value))
         return { done: false, value }
       } catch (error) {
         await iterator.return?.()

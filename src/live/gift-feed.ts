@@ -105,7 +105,7 @@ export class GiftFeed {
     const unsubscribe = this.bus.subscribe(
       topic(streamId),
       (payload) => {
-        for (const item of fromWireMessage(payload)) if (!push(item)) return
+        for (const item of decodedOnce(payload)) if (!push(item)) return
       },
       // The transport may have missed messages (Redis reconnected): read them from the database.
       () => push({ kind: 'resync' }),
@@ -222,4 +222,20 @@ function fromWireMessage(payload: Json): FeedItem[] {
   if (payload.kind === 'ended') return [{ kind: 'ended' }]
   if (payload.kind !== 'gifts' || !Array.isArray(payload.events)) return []
   return payload.events.map((e) => ({ kind: 'gift', event: fromWire(e as Record<string, Json>) }))
+}
+
+/**
+ * One bus message is decoded once, however many subscribers it reaches (the
+ * in-process bus hands each the same object): the events are read-only.
+ */
+const decoded = new WeakMap<object, FeedItem[]>()
+
+function decodedOnce(payload: Json): FeedItem[] {
+  if (typeof payload !== 'object' || payload === null) return fromWireMessage(payload)
+  let items = decoded.get(payload)
+  if (!items) {
+    items = fromWireMessage(payload)
+    decoded.set(payload, items)
+  }
+  return items
 }
