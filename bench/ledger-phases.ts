@@ -28,9 +28,13 @@ import { fmt } from './support/stats.js'
 // Where a batch's time goes: the diagnosis behind bench/ledger.ts, not a
 // benchmark of its own. Writes batches of hot-creator gifts through the
 // engine's own postBatchInTx, one at a time, timing each phase from the
-// client, at several ledger sizes, with PostgreSQL's JIT on and off; then a
-// batch under auto_explain (plans and timings of every statement, those
-// inside triggers included).
+// client, at several ledger sizes, on sessions that planned the guard
+// triggers' statements on the empty ledger ("early", JIT on and off) and on
+// one that planned them at that size ("fresh"); then a batch under
+// auto_explain (plans and timings of every statement, those inside triggers
+// included). The JIT's cost shows in "update accounts"
+// (ledger_accounts_check_update), plans made on the empty ledger in
+// "deferred checks" (ledger_transactions_check_balanced).
 //
 //   npx tsx bench/ledger-phases.ts [--batch-sizes 1,20,100,500] [--rounds 10]
 //     [--sizes 0,50000,200000] [--explain-batch 100]
@@ -196,8 +200,8 @@ async function explainOneBatch(
     .filter((n) => n.startsWith('duration:'))
     .map((n) => ({
       duration: Number(/duration: ([\d.]+) ms/.exec(n)?.[1] ?? Number.NaN),
-      // The query's text runs from "Query Text:" to the plan's first line (no indent, capitalised).
-      text: (/Query Text:([\s\S]*?)\n(?=[A-Z][a-z]+ )/.exec(n)?.[1] ?? '')
+      // The query's text runs from "Query Text:" to the plan's first line (the first with a cost).
+      text: (/Query Text:([\s\S]*?)\n(?=\S[^\n]*\(cost=)/.exec(n)?.[1] ?? '')
         .replace(/\s+/g, ' ')
         .trim()
         .slice(0, 110),

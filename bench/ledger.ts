@@ -1,5 +1,7 @@
+import { execFileSync } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
+import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { sql } from 'drizzle-orm'
 import postgres from 'postgres'
@@ -400,13 +402,14 @@ function report(
   machine: MachineFacts,
   baseline: PgbenchResult & { interference: Interference },
   run: { results: ShapeResult[]; checks: Checks },
+  engine: string,
 ): void {
   const lines: string[] = []
   lines.push('')
   lines.push(
     `machine: ${machine.cpus} CPUs, ${machine.memoryGiB} GiB, PostgreSQL ${machine.postgresVersion}, fsync ${machine.fsync}, synchronous_commit ${machine.synchronousCommit}, shared_buffers ${machine.sharedBuffers}, Node ${machine.node}`,
   )
-  lines.push(`date: ${machine.dateUtc}`)
+  lines.push(`date: ${machine.dateUtc}, engine: ${engine}`)
   lines.push(
     `ledger: ${options.clients} closed-loop clients, ${options.seconds} s per shape after ${options.warmupSeconds} s warm-up, batchSizeMax ${options.ledger.batchSizeMax}, concurrency ${options.ledger.concurrency}, poolMax ${options.poolMax}${options.analyze ? ', ANALYZE before each shape' : ''}${options.whatIfSql ? `, what-if ${options.whatIfSql}` : ''}${options.jit === 'off' ? ', jit off for the benchmark database' : ''}`,
   )
@@ -465,7 +468,19 @@ function report(
   for (const line of lines) log(options, line)
   if (options.json) {
     const replacer = (_: string, v: unknown) => (typeof v === 'bigint' ? v.toString() : v)
-    console.log(JSON.stringify({ options, machine, baseline, ...run }, replacer))
+    console.log(JSON.stringify({ options, machine, engine, baseline, ...run }, replacer))
+  }
+}
+
+/** The engine measured: the commit, and whether its code has uncommitted edits (a shared working tree). */
+function engineVersion(): string {
+  const git = (...args: string[]) =>
+    execFileSync('git', args, { cwd: fileURLToPath(new URL('..', import.meta.url)), encoding: 'utf8' }).trim()
+  try {
+    const edited = git('status', '--porcelain', '--', 'src/ledger', 'src/db', 'migrations')
+    return `git ${git('rev-parse', '--short', 'HEAD')}${edited ? ' + uncommitted edits in src/ledger, src/db or migrations' : ''}`
+  } catch {
+    return 'unknown (no git)'
   }
 }
 
@@ -486,7 +501,7 @@ async function main(): Promise<void> {
     log(options, `  ${fmt(baseline.tps)} TPS`)
     log(options, `ledger: ${options.shapes.join(', ')}, ${options.seconds} s each ...`)
     const run = await runLedger(options, monitor)
-    report(options, machine, baseline, run)
+    report(options, machine, baseline, run, engineVersion())
     const consistent =
       run.checks.integrityOk && run.checks.transactionsInDatabase === run.checks.successfulPosts
     process.exitCode = consistent ? 0 : 1
