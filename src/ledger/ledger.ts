@@ -35,7 +35,7 @@ export interface LedgerOptions {
 
 export const defaultLedgerOptions: LedgerOptions = {
   batchSizeMax: 500,
-  concurrency: 2,
+  concurrency: 1,
   queueLengthMax: 20_000,
 }
 
