@@ -1,6 +1,7 @@
 import { asc, eq, sql } from 'drizzle-orm'
 import type { Db, Tx } from '../db/client.js'
 import { coinPackagePrices, coinPackages, gifts } from '../db/schema.js'
+import { isUuid } from '../db/uuid.js'
 import { DomainError } from '../graphql/errors.js'
 import type { MoneyShape } from '../graphql/money.js'
 import type { CreateCoinPackage, CreateGift, UpdateCoinPackage, UpdateGift } from './input.js'
@@ -16,7 +17,6 @@ export type GiftRow = typeof gifts.$inferSelect
 
 // Gaps between sort orders, as the seed leaves them, so that an item can go between two.
 const SORT_ORDER_STEP = 10
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 
 const skuTaken = (sku: string) =>
   new DomainError('INVALID_INPUT', `sku "${sku}" is already taken`, 'input.sku')
@@ -46,7 +46,7 @@ export async function createGift(db: Db, input: CreateGift): Promise<GiftRow> {
 
 /** Changes the fields given; the others keep their values. Retired gifts may be edited too. */
 export async function updateGift(db: Db, input: UpdateGift): Promise<GiftRow> {
-  if (!UUID.test(input.giftId)) throw giftNotFound()
+  if (!isUuid(input.giftId)) throw giftNotFound()
   return db.transaction(async (tx) => {
     const [row] = await tx
       .update(gifts)
@@ -66,7 +66,7 @@ export async function updateGift(db: Db, input: UpdateGift): Promise<GiftRow> {
 
 /** Takes a gift off sale. Retiring a retired gift changes nothing (not even updated_at). */
 export async function retireGift(db: Db, giftId: string): Promise<GiftRow> {
-  if (!UUID.test(giftId)) throw giftNotFound()
+  if (!isUuid(giftId)) throw giftNotFound()
   return db.transaction(async (tx) => {
     const [row] = await tx
       .update(gifts)
@@ -110,7 +110,7 @@ export async function createCoinPackage(db: Db, input: CreateCoinPackage): Promi
  * lists (adding the currencies that are new); the others stay.
  */
 export async function updateCoinPackage(db: Db, input: UpdateCoinPackage): Promise<CoinPackageOffer> {
-  if (!UUID.test(input.packageId)) throw packageNotFound()
+  if (!isUuid(input.packageId)) throw packageNotFound()
   return db.transaction(async (tx) => {
     // Locked, so that the bonus is checked against the coins that will be stored.
     const [current] = await tx
@@ -159,7 +159,7 @@ export async function updateCoinPackage(db: Db, input: UpdateCoinPackage): Promi
 
 /** Takes a package off sale. Retiring a retired package changes nothing (not even updated_at). */
 export async function retireCoinPackage(db: Db, packageId: string): Promise<CoinPackageOffer> {
-  if (!UUID.test(packageId)) throw packageNotFound()
+  if (!isUuid(packageId)) throw packageNotFound()
   return db.transaction(async (tx) => {
     const [row] = await tx
       .update(coinPackages)

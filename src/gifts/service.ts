@@ -2,6 +2,7 @@ import { eq, sql } from 'drizzle-orm'
 import type { Db, Tx } from '../db/client.js'
 import { rowsOf } from '../db/rows.js'
 import { giftEvents, gifts, ledgerAccounts, ledgerTransactions, liveStreams, users } from '../db/schema.js'
+import { isUuid } from '../db/uuid.js'
 import { DomainError } from '../graphql/errors.js'
 import { Coalescer, OverloadedError } from '../ledger/coalescer.js'
 import {
@@ -54,7 +55,6 @@ export interface GiftLimits {
 }
 
 export const IDEMPOTENCY_KEY_LENGTH_MAX = 200
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 
 /** A gift checked and priced outside the database transaction, waiting for its batch. */
 interface PendingGift {
@@ -135,7 +135,7 @@ export class GiftService {
         'input.quantity',
       )
     }
-    if (!UUID.test(raw.giftId)) throw new DomainError('GIFT_NOT_FOUND', 'no such gift', 'input.giftId')
+    if (!isUuid(raw.giftId)) throw new DomainError('GIFT_NOT_FOUND', 'no such gift', 'input.giftId')
     const hasStream = raw.liveStreamId !== undefined && raw.liveStreamId !== null
     const hasCreator = raw.creatorId !== undefined && raw.creatorId !== null
     if (!hasStream && !hasCreator) {
@@ -145,10 +145,10 @@ export class GiftService {
         'input',
       )
     }
-    if (hasStream && !UUID.test(raw.liveStreamId as string)) {
+    if (hasStream && !isUuid(raw.liveStreamId as string)) {
       throw new DomainError('STREAM_NOT_FOUND', 'no such live stream', 'input.liveStreamId')
     }
-    if (hasCreator && !UUID.test(raw.creatorId as string)) {
+    if (hasCreator && !isUuid(raw.creatorId as string)) {
       throw new DomainError('CREATOR_NOT_FOUND', 'no such creator', 'input.creatorId')
     }
     return { ...raw, quantity }

@@ -3,6 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { sql } from 'drizzle-orm'
 import type { Database } from '../db/client.js'
 import { rowsOf } from '../db/rows.js'
+import { isUuid } from '../db/uuid.js'
 
 // GET /live/<streamId>: a self-contained watch page (inline CSS and JS, no
 // external resources, no build step). It follows liveGifts over SSE — fetch()
@@ -10,7 +11,6 @@ import { rowsOf } from '../db/rows.js'
 // reader — and refetches the top gifters after events. See docs/LIVE.md.
 
 export const LIVE_PAGE_PREFIX = '/live/'
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 
 /** Limits of the page, in the browser. */
 export const LIVE_PAGE_LIMITS = {
@@ -291,7 +291,7 @@ export async function serveLivePage(
   id: string,
   database: Database,
 ): Promise<boolean> {
-  if (!UUID.test(id)) return false
+  if (!isUuid(id)) return false
   if (req.method !== 'GET' && req.method !== 'HEAD') {
     res.setHeader('allow', 'GET, HEAD')
     res.writeHead(405, { 'content-type': 'application/json; charset=utf-8' })

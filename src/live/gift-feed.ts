@@ -2,6 +2,7 @@ import { and, asc, eq, gt, lt } from 'drizzle-orm'
 import { GraphQLError } from 'graphql'
 import type { Db } from '../db/client.js'
 import { giftEvents, liveStreams } from '../db/schema.js'
+import { isUuid } from '../db/uuid.js'
 import type { GiftEvent } from '../gifts/service.js'
 import { DomainError } from '../graphql/errors.js'
 import type { Json, LiveBus } from './bus.js'
@@ -47,7 +48,6 @@ export interface FeedSubscriber {
 }
 
 const topic = (streamId: string) => `stream:${streamId}`
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 
 export class GiftFeed {
   constructor(
@@ -90,7 +90,7 @@ export class GiftFeed {
         'afterSequence',
       )
     }
-    if (!UUID.test(streamId) || !(await this.streamStatus(streamId))) {
+    if (!isUuid(streamId) || !(await this.streamStatus(streamId))) {
       throw new DomainError('STREAM_NOT_FOUND', 'no such live stream', 'streamId')
     }
     const queue = new BoundedQueue<FeedItem>(this.limits.bufferedEventsMax)

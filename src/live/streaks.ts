@@ -1,6 +1,7 @@
 import { sql } from 'drizzle-orm'
 import type { Db } from '../db/client.js'
 import { rowsOf } from '../db/rows.js'
+import { isUuid } from '../db/uuid.js'
 import type { GiftEvent } from '../gifts/service.js'
 import { DomainError } from '../graphql/errors.js'
 import type { Json, LiveBus } from './bus.js'
@@ -102,8 +103,7 @@ export class StreakTracker {
   }
 
   async subscribe(streamId: string, onOverflow?: () => void): Promise<AsyncGenerator<StreakEnd>> {
-    const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
-    const [stream] = UUID.test(streamId)
+    const [stream] = isUuid(streamId)
       ? rowsOf<{ status: string }>(
           await this.db.execute(sql`select status from live_streams where id = ${streamId}`),
         )

@@ -1,6 +1,7 @@
 import { and, eq, sql } from 'drizzle-orm'
 import type { Db, Tx } from '../db/client.js'
 import { coinPackagePrices, coinPackages, rechargeOrders } from '../db/schema.js'
+import { isUuid } from '../db/uuid.js'
 import { DomainError } from '../graphql/errors.js'
 import {
   type Ledger,
@@ -35,7 +36,6 @@ export const CURRENCY_DEFAULT = 'USD'
 /** Orders pending longer than this are expired by reconciliation (money arriving later is still credited). */
 export const PENDING_EXPIRY_MS = 24 * 60 * 60 * 1000
 const DISPUTE_HOLD_MS = 180 * 24 * 60 * 60 * 1000
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 
 export interface ReconciliationProblem {
   kind: 'PAYMENT_WITHOUT_CREDIT' | 'CREDIT_WITHOUT_PAYMENT' | 'AMOUNT_MISMATCH' | 'PROVIDER_ERROR'
@@ -122,7 +122,7 @@ export class RechargeService {
   }
 
   async ownOrder(userId: string, orderId: string): Promise<RechargeOrder> {
-    if (!UUID.test(orderId))
+    if (!isUuid(orderId))
       throw new DomainError('RECHARGE_NOT_FOUND', 'no such recharge of yours', 'input.rechargeId')
     const [order] = await this.db
       .select()
@@ -147,7 +147,7 @@ export class RechargeService {
     currency: string,
     key: string,
   ): Promise<RechargeOrder> {
-    if (!UUID.test(packageId))
+    if (!isUuid(packageId))
       throw new DomainError('PACKAGE_NOT_FOUND', 'no such coin package', 'input.packageId')
     if (!/^[A-Z]{3}$/.test(currency))
       throw new DomainError('INVALID_INPUT', 'currency is an ISO 4217 code', 'input.currency')
@@ -503,7 +503,7 @@ export class RechargeService {
 
   /** The order a provider event is about: by our id when the event carries it, else by the provider's reference. */
   async orderFor(provider: ProviderName, event: ProviderEvent): Promise<RechargeOrder | undefined> {
-    if (event.orderId && UUID.test(event.orderId)) {
+    if (event.orderId && isUuid(event.orderId)) {
       const [order] = await this.db.select().from(rechargeOrders).where(eq(rechargeOrders.id, event.orderId))
       if (order) return order
     }

@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { isUuid } from '../db/uuid.js'
 import { builder } from '../graphql/builder.js'
 import { DomainError, type UserError, UserErrorRef, withUserErrors } from '../graphql/errors.js'
 import { User } from '../users/schema.js'
@@ -77,13 +78,11 @@ builder.queryFields((t) => ({
     args: { id: t.arg.id({ required: true }) },
     resolve: (query, _root, args, ctx) => {
       const id = String(args.id)
-      if (!UUID.test(id)) return null
+      if (!isUuid(id)) return null
       return ctx.db.query.liveStreams.findFirst(query({ where: { id } }))
     },
   }),
 }))
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 
 interface StreamPayloadShape {
   liveStream?: LiveStreamRow | null
@@ -126,7 +125,7 @@ builder.mutationFields((t) => ({
     resolve: (_root, { input }, ctx) =>
       withUserErrors(async () => {
         const id = String(input.liveStreamId)
-        if (!UUID.test(id)) {
+        if (!isUuid(id)) {
           throw new DomainError('STREAM_NOT_FOUND', 'no such live stream of yours', 'input.liveStreamId')
         }
         const ended = await endLiveStream(ctx.db, viewerId(ctx), id)

@@ -1,5 +1,6 @@
 import { and, eq, sql } from 'drizzle-orm'
 import { users } from '../db/schema.js'
+import { isUuid } from '../db/uuid.js'
 import { builder } from '../graphql/builder.js'
 import { DomainError, type UserError, UserErrorRef, withUserErrors } from '../graphql/errors.js'
 
@@ -43,8 +44,6 @@ const SetCreatorSharePayload = builder
     }),
   })
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
-
 builder.mutationFields((t) => ({
   setCreatorShare: t.field({
     type: SetCreatorSharePayload,
@@ -63,7 +62,7 @@ builder.mutationFields((t) => ({
             'input.shareBasisPoints',
           )
         }
-        if (!UUID.test(creatorId))
+        if (!isUuid(creatorId))
           throw new DomainError('CREATOR_NOT_FOUND', 'no such creator', 'input.creatorId')
         const [creator] = await ctx.db
           .update(users)

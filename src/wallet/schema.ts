@@ -1,5 +1,6 @@
 import { resolveCursorConnection } from '@pothos/plugin-relay'
 import { LedgerTransaction } from '../audit/schema.js'
+import { isUuid } from '../db/uuid.js'
 import { builder } from '../graphql/builder.js'
 import type { Context } from '../graphql/context.js'
 import { DomainError, type UserError, UserErrorRef, withUserErrors } from '../graphql/errors.js'
@@ -215,8 +216,6 @@ const SetDailySpendLimitInput = builder.inputType('SetDailySpendLimitInput', {
   }),
 })
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
-
 builder.mutationFields((t) => ({
   grantCoins: t.field({
     type: GrantCoinsPayload,
@@ -228,7 +227,7 @@ builder.mutationFields((t) => ({
       withUserErrors(async () => {
         const userId = String(input.userId)
         checkKey(input.idempotencyKey)
-        if (!UUID.test(userId)) throw new DomainError('USER_NOT_FOUND', 'no such user', 'input.userId')
+        if (!isUuid(userId)) throw new DomainError('USER_NOT_FOUND', 'no such user', 'input.userId')
         const { transaction, walletCoins } = await grantCoins(ctx.db, ctx.services.ledger, {
           userId,
           coins: input.coins,
