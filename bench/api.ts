@@ -13,6 +13,7 @@ import { newestProfile, type ProfileSummary, summarizeProfile } from './support/
 import { type Interference, InterferenceMonitor } from './support/interference.js'
 import { adminUrl, createScratchDatabase, type MachineFacts, machineFacts } from './support/scratch.js'
 import {
+  benchServerEnv,
   cpuByCommand,
   cpuDelta,
   freePort,
@@ -910,20 +911,14 @@ async function main(): Promise<void> {
   try {
     const secret = randomBytes(32).toString('hex')
     const port = await freePort(HOST)
-    const env: NodeJS.ProcessEnv = { ...process.env }
-    for (const name of ['JWT_ISSUER', 'JWT_AUDIENCE', 'REDIS_URL', 'PGLITE_DIR', 'DATABASE_POOL_MAX'])
-      delete env[name]
-    Object.assign(env, {
-      NODE_ENV: 'production',
-      HOST,
-      PORT: String(port),
-      DATABASE_URL: scratch.url,
-      JWT_SECRET: secret,
-      LOG_LEVEL: 'warn',
-      // The rate limit would cap each sender at 20 mutations/s: not what is measured.
-      RATE_LIMIT_MUTATIONS_PER_SECOND: '100000',
-      RATE_LIMIT_MUTATIONS_BURST: '100000',
-      ...(options.poolMax === undefined ? {} : { DATABASE_POOL_MAX: String(options.poolMax) }),
+    const env = benchServerEnv({
+      host: HOST,
+      port,
+      databaseUrl: scratch.url,
+      jwtSecret: secret,
+      extra: {
+        ...(options.poolMax === undefined ? {} : { DATABASE_POOL_MAX: String(options.poolMax) }),
+      },
     })
     log(options, `server: ${scratch.name} on ${HOST}:${port} ...`)
     server = await startServerProcess({

@@ -6,6 +6,7 @@ import WebSocket, { WebSocketServer } from 'ws'
 import { signToken } from '../src/auth/tokens.js'
 import { createScratchDatabase, machineFacts } from './support/scratch.js'
 import {
+  benchServerEnv,
   freePort,
   otherBenchmarksRunning,
   type ServerProcess,
@@ -367,19 +368,7 @@ async function orchestrate(): Promise<void> {
   try {
     const secret = randomBytes(32).toString('hex')
     const port = await freePort(HOST)
-    const env: NodeJS.ProcessEnv = { ...process.env }
-    for (const name of ['JWT_ISSUER', 'JWT_AUDIENCE', 'REDIS_URL', 'PGLITE_DIR', 'DATABASE_POOL_MAX'])
-      delete env[name]
-    Object.assign(env, {
-      NODE_ENV: 'production',
-      HOST,
-      PORT: String(port),
-      DATABASE_URL: scratch.url,
-      JWT_SECRET: secret,
-      LOG_LEVEL: 'warn',
-      RATE_LIMIT_MUTATIONS_PER_SECOND: '100000',
-      RATE_LIMIT_MUTATIONS_BURST: '100000',
-    })
+    const env = benchServerEnv({ host: HOST, port, databaseUrl: scratch.url, jwtSecret: secret })
     const profileDir = flagString('server-cpu-prof')
     server = await startServerProcess({
       args: [

@@ -10,6 +10,7 @@ import { CATALOG } from '../test/support/operations.js'
 import { type LoopResult, type PreparedPost, postAll } from './support/post-loop.js'
 import { createScratchDatabase, machineFacts } from './support/scratch.js'
 import {
+  benchServerEnv,
   cpuByCommand,
   cpuDelta,
   freePort,
@@ -219,21 +220,16 @@ async function main(): Promise<number> {
     fake = await startFakeStripe({ webhookSecret: WEBHOOK_SECRET })
     const secret = randomBytes(32).toString('hex')
     const port = await freePort(HOST)
-    const env: NodeJS.ProcessEnv = { ...process.env }
-    for (const name of ['JWT_ISSUER', 'JWT_AUDIENCE', 'REDIS_URL', 'PGLITE_DIR', 'DATABASE_POOL_MAX'])
-      delete env[name]
-    Object.assign(env, {
-      NODE_ENV: 'production',
-      HOST,
-      PORT: String(port),
-      DATABASE_URL: scratch.url,
-      JWT_SECRET: secret,
-      LOG_LEVEL: 'warn',
-      RATE_LIMIT_MUTATIONS_PER_SECOND: '100000',
-      RATE_LIMIT_MUTATIONS_BURST: '100000',
-      STRIPE_SECRET_KEY: fake.secretKey,
-      STRIPE_WEBHOOK_SECRET: WEBHOOK_SECRET,
-      STRIPE_API_BASE: fake.url,
+    const env = benchServerEnv({
+      host: HOST,
+      port,
+      databaseUrl: scratch.url,
+      jwtSecret: secret,
+      extra: {
+        STRIPE_SECRET_KEY: fake.secretKey,
+        STRIPE_WEBHOOK_SECRET: WEBHOOK_SECRET,
+        STRIPE_API_BASE: fake.url,
+      },
     })
     log(options, `server: ${scratch.name} on ${HOST}:${port}, fake Stripe on ${fake.url} ...`)
     server = await startServerProcess({

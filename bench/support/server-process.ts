@@ -232,3 +232,32 @@ export function otherBenchmarksRunning(pattern = /bench\/|vitest/): string[] {
   }
   return found
 }
+
+/**
+ * The environment of a benchmarked server: this process's environment
+ * without settings that would change what is measured, production mode, a
+ * fresh database, a random JWT secret, warnings only, and the mutation rate
+ * limit out of the way (it would cap each sender at 20 mutations/s).
+ */
+export function benchServerEnv(options: {
+  host: string
+  port: number
+  databaseUrl: string
+  jwtSecret: string
+  extra?: Record<string, string>
+}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env }
+  for (const name of ['JWT_ISSUER', 'JWT_AUDIENCE', 'REDIS_URL', 'PGLITE_DIR', 'DATABASE_POOL_MAX'])
+    delete env[name]
+  return Object.assign(env, {
+    NODE_ENV: 'production',
+    HOST: options.host,
+    PORT: String(options.port),
+    DATABASE_URL: options.databaseUrl,
+    JWT_SECRET: options.jwtSecret,
+    LOG_LEVEL: 'warn',
+    RATE_LIMIT_MUTATIONS_PER_SECOND: '100000',
+    RATE_LIMIT_MUTATIONS_BURST: '100000',
+    ...options.extra,
+  })
+}
