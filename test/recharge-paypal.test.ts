@@ -5,7 +5,14 @@ import { platform, userCoinDebt, userWallet } from '../src/ledger/index.js'
 import { type FakePayPal, type PayPalWebhookEvent, startFakePayPal } from './fakes/paypal.js'
 import { type Actor, signIn } from './support/actors.js'
 import { startTestApp, type TestApp } from './support/app.js'
-import { CATALOG, SEND_GIFT, START_LIVE } from './support/operations.js'
+import {
+  CATALOG,
+  CONFIRM_RECHARGE,
+  CREATE_RECHARGE,
+  RECHARGE,
+  SEND_GIFT,
+  START_LIVE,
+} from './support/operations.js'
 
 // Recharge through the PayPal gateway against a local fake that speaks
 // PayPal's Orders v2 wire format, with RSA-signed webhooks (verified through
@@ -16,24 +23,6 @@ import { CATALOG, SEND_GIFT, START_LIVE } from './support/operations.js'
 const CLIENT_ID = 'paypal-client-giftledger'
 const CLIENT_SECRET = 'paypal-secret-giftledger'
 const WEBHOOK_ID = 'WH-GIFTLEDGER-TEST'
-
-const CREATE = `mutation CreateRecharge($packageId: ID!, $provider: PaymentProvider!, $idempotencyKey: String!) {
-  createRecharge(input: { packageId: $packageId, provider: $provider, idempotencyKey: $idempotencyKey }) {
-    recharge { id status provider coins price { amount currency } createdAt }
-    checkout { provider clientSecret approvalUrl providerReference }
-    userErrors { code message field }
-  }
-}`
-const CONFIRM = `mutation ConfirmRecharge($rechargeId: ID!) {
-  confirmRecharge(input: { rechargeId: $rechargeId }) {
-    recharge { id status completedAt }
-    wallet { coins }
-    userErrors { code message field }
-  }
-}`
-const RECHARGE = `query Recharge($id: ID!) {
-  recharge(id: $id) { id status provider providerReference coins price { amount currency } createdAt completedAt }
-}`
 
 let paypal: FakePayPal
 let app: TestApp
@@ -77,7 +66,7 @@ async function deliver(
 }
 
 async function buy(who: Actor, pkg = packages[0]) {
-  const { createRecharge } = await who.ok(CREATE, {
+  const { createRecharge } = await who.ok(CREATE_RECHARGE, {
     packageId: pkg?.id,
     provider: 'PAYPAL',
     idempotencyKey: key(),
@@ -154,7 +143,7 @@ describe('recharge with PayPal', () => {
     expect(captured.map((e) => e.event_type)).toEqual(['PAYMENT.CAPTURE.COMPLETED'])
     expect(await deliver(captured)).toEqual([200])
     await settled()
-    const { confirmRecharge } = await alice.ok(CONFIRM, { rechargeId: recharge.id })
+    const { confirmRecharge } = await alice.ok(CONFIRM_RECHARGE, { rechargeId: recharge.id })
     expect(confirmRecharge.userErrors).toEqual([])
     expect(confirmRecharge.recharge.status).toBe('SUCCEEDED')
     expect(confirmRecharge.wallet.coins).toBe(total())
@@ -172,7 +161,7 @@ describe('recharge with PayPal', () => {
     await settled()
     expect(await coinsOf(abe)).toBe(total())
     expect(await status(abe, recharge.id)).toBe('SUCCEEDED')
-    const { confirmRecharge } = await abe.ok(CONFIRM, { rechargeId: recharge.id })
+    const { confirmRecharge } = await abe.ok(CONFIRM_RECHARGE, { rechargeId: recharge.id })
     expect(confirmRecharge.wallet.coins).toBe(total())
     expect(await rechargeCredits(recharge.id)).toBe(1)
   })
@@ -183,15 +172,15 @@ describe('recharge with PayPal', () => {
     const { recharge, checkout } = await buy(bob)
     const approved = fake().approve(checkout.providerReference)
     const [first, second] = await Promise.all([
-      bob.ok(CONFIRM, { rechargeId: recharge.id }),
-      bob.ok(CONFIRM, { rechargeId: recharge.id }),
+      bob.ok(CONFIRM_RECHARGE, { rechargeId: recharge.id }),
+      bob.ok(CONFIRM_RECHARGE, { rechargeId: recharge.id }),
     ])
     for (const c of [first, second]) {
       expect(c.confirmRecharge.userErrors).toEqual([])
       expect(c.confirmRecharge.recharge.status).toBe('SUCCEEDED')
       expect(c.confirmRecharge.wallet.coins).toBe(total())
     }
-    const again = await bob.ok(CONFIRM, { rechargeId: recharge.id })
+    const again = await bob.ok(CONFIRM_RECHARGE, { rechargeId: recharge.id })
     expect(again.confirmRecharge.wallet.coins).toBe(total())
     // One capture at PayPal, whose event comes after the confirmation, with the late APPROVED.
     const captured = fake().drainEvents()
@@ -316,7 +305,7 @@ describe('recharge with PayPal', () => {
     expect(await rechargeCredits(short.recharge.id)).toBe(0)
     expect(await rechargeCredits(other.recharge.id)).toBe(0)
     // The client's confirmation does not credit it either.
-    const { confirmRecharge } = await fay.ok(CONFIRM, { rechargeId: short.recharge.id })
+    const { confirmRecharge } = await fay.ok(CONFIRM_RECHARGE, { rechargeId: short.recharge.id })
     expect(confirmRecharge.wallet.coins).toBe(0)
     const problems = await app.services.recharge.discrepancies()
     expect(problems).toContainEqual(
@@ -481,7 +470,7 @@ describe('recharge with PayPal', () => {
 
   it('reports an outage as a user error, and the retry with the same key succeeds', async () => {
     const jo = await signIn(app, 'jo')
-    const stripe = await jo.ok(CREATE, {
+    const stripe = await jo.ok(CREATE_RECHARGE, {
       packageId: packages[0]?.id,
       provider: 'STRIPE',
       idempotencyKey: key(),
@@ -490,10 +479,18 @@ describe('recharge with PayPal', () => {
     fake().setOutage('5xx')
     try {
       const k = key()
-      const down = await jo.ok(CREATE, { packageId: packages[0]?.id, provider: 'PAYPAL', idempotencyKey: k })
+      const down = await jo.ok(CREATE_RECHARGE, {
+        packageId: packages[0]?.id,
+        provider: 'PAYPAL',
+        idempotencyKey: k,
+      })
       expect(down.createRecharge.userErrors).toMatchObject([{ code: 'PROVIDER_UNAVAILABLE' }])
       fake().setOutage(null)
-      const up = await jo.ok(CREATE, { packageId: packages[0]?.id, provider: 'PAYPAL', idempotencyKey: k })
+      const up = await jo.ok(CREATE_RECHARGE, {
+        packageId: packages[0]?.id,
+        provider: 'PAYPAL',
+        idempotencyKey: k,
+      })
       expect(up.createRecharge.userErrors).toEqual([])
       expect(up.createRecharge.checkout.providerReference).toMatch(/^[A-Z0-9]{17}$/)
       // And that order is paid and credited like any other.

@@ -5,31 +5,20 @@ import { platform, userCoinDebt } from '../src/ledger/index.js'
 import { type FakeStripe, startFakeStripe } from './fakes/stripe.js'
 import { type Actor, signIn } from './support/actors.js'
 import { startTestApp, type TestApp } from './support/app.js'
-import { CATALOG, SEND_GIFT, START_LIVE } from './support/operations.js'
+import {
+  CATALOG,
+  CONFIRM_RECHARGE,
+  CREATE_RECHARGE,
+  RECHARGE,
+  SEND_GIFT,
+  START_LIVE,
+} from './support/operations.js'
 
 // Recharge through the real Stripe library against a local fake that speaks
 // Stripe's wire format, with signed webhooks to the server's real route.
 // Every scenario is asserted on the wallet and the ledger.
 
 const WEBHOOK_SECRET = 'whsec_test_giftledger'
-
-const CREATE = `mutation CreateRecharge($packageId: ID!, $provider: PaymentProvider!, $idempotencyKey: String!) {
-  createRecharge(input: { packageId: $packageId, provider: $provider, idempotencyKey: $idempotencyKey }) {
-    recharge { id status provider coins price { amount currency } createdAt }
-    checkout { provider clientSecret approvalUrl providerReference }
-    userErrors { code message field }
-  }
-}`
-const CONFIRM = `mutation ConfirmRecharge($rechargeId: ID!) {
-  confirmRecharge(input: { rechargeId: $rechargeId }) {
-    recharge { id status completedAt }
-    wallet { coins }
-    userErrors { code message field }
-  }
-}`
-const RECHARGE = `query Recharge($id: ID!) {
-  recharge(id: $id) { id status provider providerReference coins price { amount currency } createdAt completedAt }
-}`
 
 let fake: FakeStripe
 let app: TestApp
@@ -59,7 +48,7 @@ afterAll(async () => {
 const hook = () => `${app.url}/webhooks/stripe`
 
 async function buy(who: Actor, pkg = packages[0]) {
-  const { createRecharge } = await who.ok(CREATE, {
+  const { createRecharge } = await who.ok(CREATE_RECHARGE, {
     packageId: pkg?.id,
     provider: 'STRIPE',
     idempotencyKey: key(),
@@ -95,7 +84,7 @@ describe('recharge with Stripe', () => {
     await settled()
     expect(await coinsOf(alice)).toBe(total())
     expect(await status(alice, recharge.id)).toBe('SUCCEEDED')
-    const { confirmRecharge } = await alice.ok(CONFIRM, { rechargeId: recharge.id })
+    const { confirmRecharge } = await alice.ok(CONFIRM_RECHARGE, { rechargeId: recharge.id })
     expect(confirmRecharge.wallet.coins).toBe(total())
     expect(await rechargeCredits(recharge.id)).toBe(1)
     const fees = await app.services.ledger.balance(platform.providerFees('USD'))
@@ -106,7 +95,7 @@ describe('recharge with Stripe', () => {
     const bob = await signIn(app, 'bob')
     const { recharge, checkout } = await buy(bob)
     const { events } = fake.succeed(checkout.providerReference)
-    const { confirmRecharge } = await bob.ok(CONFIRM, { rechargeId: recharge.id })
+    const { confirmRecharge } = await bob.ok(CONFIRM_RECHARGE, { rechargeId: recharge.id })
     expect(confirmRecharge.recharge.status).toBe('SUCCEEDED')
     expect(confirmRecharge.wallet.coins).toBe(total())
     for (const event of events) await fake.deliver(event, hook())
@@ -273,7 +262,7 @@ describe('recharge with Stripe', () => {
 
   it('refuses a provider that is not configured, and reports an outage as a user error', async () => {
     const jo = await signIn(app, 'jo')
-    const paypal = await jo.ok(CREATE, {
+    const paypal = await jo.ok(CREATE_RECHARGE, {
       packageId: packages[0]?.id,
       provider: 'PAYPAL',
       idempotencyKey: key(),
@@ -282,10 +271,18 @@ describe('recharge with Stripe', () => {
     fake.setOutage('5xx')
     try {
       const k = key()
-      const down = await jo.ok(CREATE, { packageId: packages[0]?.id, provider: 'STRIPE', idempotencyKey: k })
+      const down = await jo.ok(CREATE_RECHARGE, {
+        packageId: packages[0]?.id,
+        provider: 'STRIPE',
+        idempotencyKey: k,
+      })
       expect(down.createRecharge.userErrors).toMatchObject([{ code: 'PROVIDER_UNAVAILABLE' }])
       fake.setOutage(null)
-      const up = await jo.ok(CREATE, { packageId: packages[0]?.id, provider: 'STRIPE', idempotencyKey: k })
+      const up = await jo.ok(CREATE_RECHARGE, {
+        packageId: packages[0]?.id,
+        provider: 'STRIPE',
+        idempotencyKey: k,
+      })
       expect(up.createRecharge.userErrors).toEqual([])
       expect(up.createRecharge.checkout.providerReference).toMatch(/^pi_/)
     } finally {

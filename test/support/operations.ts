@@ -111,3 +111,23 @@ export const CATALOG = `query Catalog($currency: String) {
     imageUrl
   }
 }`
+
+export const CREATE_RECHARGE = `mutation CreateRecharge($packageId: ID!, $provider: PaymentProvider!, $idempotencyKey: String!) {
+  createRecharge(input: { packageId: $packageId, provider: $provider, idempotencyKey: $idempotencyKey }) {
+    recharge { id status provider coins price { amount currency } createdAt }
+    checkout { provider clientSecret approvalUrl providerReference }
+    userErrors { code message field }
+  }
+}`
+
+export const CONFIRM_RECHARGE = `mutation ConfirmRecharge($rechargeId: ID!) {
+  confirmRecharge(input: { rechargeId: $rechargeId }) {
+    recharge { id status completedAt }
+    wallet { coins }
+    userErrors { code message field }
+  }
+}`
+
+export const RECHARGE = `query Recharge($id: ID!) {
+  recharge(id: $id) { id status provider providerReference coins price { amount currency } createdAt completedAt }
+}`
