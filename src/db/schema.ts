@@ -416,3 +416,81 @@ export const webhookEvents = pgTable(
     index('webhook_events_due_idx').on(t.nextAttemptAt).where(sql`${t.status} = 'pending'`),
   ],
 )
+
+// ---- audit: tamper evidence ---------------------------------------------------
+
+/**
+ * Seals: closed ranges of journal transactions, in id order, chained by hash.
+ * Each seal's hash covers the canonical content of its transactions (with
+ * their entries) and the previous seal's hash; the first seal's previous hash
+ * is the empty string. Sealing runs in the background; nothing waits on it.
+ */
+export const ledgerSeals = pgTable(
+  'ledger_seals',
+  {
+    id: bigint('id', { mode: 'bigint' }).primaryKey().generatedAlwaysAsIdentity(),
+    // The range [first, last] of ledger_transactions ids this seal covers.
+    firstTransactionId: bigint('first_transaction_id', { mode: 'bigint' }).notNull(),
+    lastTransactionId: bigint('last_transaction_id', { mode: 'bigint' }).notNull(),
+    transactionCount: integer('transaction_count').notNull(),
+    entryCount: integer('entry_count').notNull(),
+    // sha256 (hex) of the range's canonical content; then of previous hash + content hash.
+    contentHash: text('content_hash').notNull(),
+    previousHash: text('previous_hash').notNull(),
+    hash: text('hash').notNull(),
+    sealedAt: timestamp('sealed_at', { withTimezone: true, mode: 'string' }).notNull().defaultNow(),
+  },
+  (t) => [
+    uniqueIndex('ledger_seals_first_key').on(t.firstTransactionId),
+    uniqueIndex('ledger_seals_last_key').on(t.lastTransactionId),
+    check('ledger_seals_range', sql`${t.firstTransactionId} <= ${t.lastTransactionId}`),
+    check('ledger_seals_counts', sql`${t.transactionCount} >= 0 AND ${t.entryCount} >= 0`),
+  ],
+)
+
+// ---- payouts --------------------------------------------------------------------
+
+export const payoutStatus = pgEnum('payout_status', ['pending', 'approved', 'rejected', 'expired'])
+
+/**
+ * A creator's request to turn earned coins into money. The coins are held
+ * (ledger_holds) while an admin reviews; approval posts the hold and the
+ * money side, rejection voids it, and an unreviewed hold expires.
+ */
+export const payoutRequests = pgTable(
+  'payout_requests',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    creatorId: uuid('creator_id')
+      .notNull()
+      .references(() => users.id),
+    // The creator's key: one request per (creator, key).
+    idempotencyKey: text('idempotency_key').notNull(),
+    coins: amount('coins').notNull(),
+    // The money the coins convert to, at the rate in force when requested.
+    amountMinor: amount('amount_minor').notNull(),
+    currency: text('currency').notNull(),
+    // The rate as a fraction: amount_minor = coins * rate_numerator / rate_denominator (rounded down).
+    rateNumerator: amount('rate_numerator').notNull(),
+    rateDenominator: amount('rate_denominator').notNull(),
+    status: payoutStatus('status').notNull().default('pending'),
+    holdId: bigint('hold_id', { mode: 'bigint' })
+      .notNull()
+      .references(() => ledgerHolds.id),
+    requestedAt: timestamp('requested_at', { withTimezone: true, mode: 'string' }).notNull().defaultNow(),
+    decidedAt: timestamp('decided_at', { withTimezone: true, mode: 'string' }),
+    decidedBy: uuid('decided_by').references(() => users.id),
+    decisionReason: text('decision_reason'),
+    // The posting that paid it (status = approved).
+    transactionId: bigint('transaction_id', { mode: 'bigint' }).references(() => ledgerTransactions.id),
+  },
+  (t) => [
+    uniqueIndex('payout_requests_creator_key').on(t.creatorId, t.idempotencyKey),
+    uniqueIndex('payout_requests_hold_key').on(t.holdId),
+    index('payout_requests_status_idx').on(t.status, t.requestedAt),
+    index('payout_requests_creator_idx').on(t.creatorId, t.requestedAt),
+    check('payout_requests_amounts', sql`${t.coins} > 0 AND ${t.amountMinor} > 0`),
+    check('payout_requests_rate', sql`${t.rateNumerator} > 0 AND ${t.rateDenominator} > 0`),
+    check('payout_requests_currency_format', sql`${t.currency} ~ '^[A-Z]{3}$'`),
+  ],
+)
