@@ -32,9 +32,9 @@ import { fmt } from './support/stats.js'
 // triggers' statements on the empty ledger ("early", JIT on and off) and on
 // one that planned them at that size ("fresh"); then a batch under
 // auto_explain (plans and timings of every statement, those inside triggers
-// included). The JIT's cost shows in "update accounts"
-// (ledger_accounts_check_update), plans made on the empty ledger in
-// "deferred checks" (ledger_transactions_check_balanced).
+// included). The entries' insert trigger (chain check and the accounts'
+// cached balances) shows in "insert entries", plans made on the empty ledger
+// in "deferred checks" (ledger_transactions_check_balanced).
 //
 //   npx tsx bench/ledger-phases.ts [--batch-sizes 1,20,100,500] [--rounds 10]
 //     [--sizes 0,50000,200000] [--explain-batch 100]
@@ -61,8 +61,8 @@ const explainBatch = Number(values['explain-batch'])
 interface Phases {
   prepareMs: number
   beginMs: number
-  lockReadInsertMs: number
-  updateAccountsMs: number
+  lockReadInsertTransactionsMs: number
+  insertEntriesMs: number
   deferredChecksMs: number
   commitMs: number
   totalMs: number
@@ -104,7 +104,7 @@ async function timedBatch(ledger: Ledger, probe: Db, size: number): Promise<Phas
     async (tx) => {
       t2 = performance.now()
       const results = await postBatchInTx(tx, batch, {
-        afterInsert: async () => {
+        beforeEntries: async () => {
           t3 = performance.now()
         },
       })
@@ -121,8 +121,8 @@ async function timedBatch(ledger: Ledger, probe: Db, size: number): Promise<Phas
   return {
     prepareMs: t1 - t0,
     beginMs: t2 - t1,
-    lockReadInsertMs: t3 - t2,
-    updateAccountsMs: t4 - t3,
+    lockReadInsertTransactionsMs: t3 - t2,
+    insertEntriesMs: t4 - t3,
     deferredChecksMs: t5 - t4,
     commitMs: t6 - t5,
     totalMs: t6 - t0,
@@ -285,7 +285,7 @@ async function main(): Promise<void> {
 
     console.log('median per batch, one batch at a time (no contention), ms:')
     console.log(
-      '| ledger size (transactions) | batch | session | prepare (Node) | begin | lock + read + insert tx & entries | update accounts | deferred checks | commit | total | per posting | Node CPU |',
+      "| ledger size (transactions) | batch | session | prepare (Node) | begin | lock + read + insert transactions | release holds + insert entries (with the accounts' update) | deferred checks | commit | total | per posting | Node CPU |",
     )
     console.log('|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
     for (const size of sizes) {
@@ -311,7 +311,7 @@ async function main(): Promise<void> {
           for (const kind of SESSION_KINDS) {
             const m = (k: keyof Phases) => median(runs[kind].map((x) => x[k]))
             console.log(
-              `| ${fmt(size)} | ${batchSize} | ${kind} | ${fmt(m('prepareMs'), 1)} | ${fmt(m('beginMs'), 1)} | ${fmt(m('lockReadInsertMs'), 1)} | ${fmt(m('updateAccountsMs'), 1)} | ${fmt(m('deferredChecksMs'), 1)} | ${fmt(m('commitMs'), 1)} | ${fmt(m('totalMs'), 1)} | ${fmt(m('totalMs') / batchSize, 2)} | ${fmt(m('nodeCpuMs'), 1)} |`,
+              `| ${fmt(size)} | ${batchSize} | ${kind} | ${fmt(m('prepareMs'), 1)} | ${fmt(m('beginMs'), 1)} | ${fmt(m('lockReadInsertTransactionsMs'), 1)} | ${fmt(m('insertEntriesMs'), 1)} | ${fmt(m('deferredChecksMs'), 1)} | ${fmt(m('commitMs'), 1)} | ${fmt(m('totalMs'), 1)} | ${fmt(m('totalMs') / batchSize, 2)} | ${fmt(m('nodeCpuMs'), 1)} |`,
             )
           }
         } finally {

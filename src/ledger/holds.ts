@@ -138,7 +138,7 @@ export async function postHoldInTx(
   }
   const [result] = await postBatchInTx(tx, [prepared], {
     // The hold leaves `pending` before the account's held amount drops, as the database checks.
-    afterInsert: async (t, [posted]) => {
+    beforeEntries: async (t, [posted]) => {
       await t
         .update(ledgerHolds)
         .set({ status: 'posted', resolvedAt: sql`clock_timestamp()`, transactionId: posted?.id ?? null })

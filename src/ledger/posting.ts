@@ -16,16 +16,20 @@ import { signedAmount } from './types.js'
 
 // The core of the engine: posts a batch of prepared postings inside one
 // database transaction. Many postings share one lock on each account they
-// touch (hot accounts included), one INSERT per table and one UPDATE of the
-// accounts, so a hot account costs one lock per batch, not one per posting.
+// touch (hot accounts included) and one INSERT per table, so a hot account
+// costs one lock per batch, not one per posting, and a batch costs three
+// statements whatever its size.
 //
 // Order inside the database transaction, always the same:
-//   1. lock every account of the batch, sorted by id (no deadlocks);
-//   2. read the clock, the keys already posted and the reversals already made;
-//   3. apply the postings in memory, in order, refusing those that would
+//   1. lock every account of the batch, sorted by id (no deadlocks), and in
+//      the same statement read the clock, the keys already posted and the
+//      reversals already made;
+//   2. apply the postings in memory, in order, refusing those that would
 //      overdraw a non-negative account (a refusal writes nothing);
-//   4. insert transactions, then entries, then update the accounts.
-// The database re-checks all of it (migrations/*_ledger_guards).
+//   3. insert the transactions; release the held amounts the batch settles;
+//      insert the entries.
+// The database re-checks all of it and keeps the accounts' cached balances
+// from the entries itself (migrations/*_ledger_guards, *_ledger_fast_path).
 
 /** A posting whose accounts are resolved and whose shape is valid. */
 export interface PreparedPosting {
@@ -44,11 +48,10 @@ export type Settled<T> = { ok: true; value: T } | { ok: false; error: Error }
 
 interface AccountState {
   balance: bigint
-  debitsTotal: bigint
-  creditsTotal: bigint
   heldAmount: bigint
   lastSeq: bigint
-  changed: boolean
+  /** The held amount moved (a hold settled by this batch): the engine writes it, before the entries. */
+  heldChanged: boolean
 }
 
 interface Accepted {
@@ -58,8 +61,11 @@ interface Accepted {
 }
 
 export interface BatchHooks {
-  /** Runs after the batch's transactions and entries are written, before the accounts are updated. */
-  afterInsert?: (tx: Tx, posted: PostedTransaction[]) => Promise<void>
+  /**
+   * Runs after the batch's transactions are inserted, before held amounts are
+   * released and entries written (entry ids are not known yet).
+   */
+  beforeEntries?: (tx: Tx, posted: PostedTransaction[]) => Promise<void>
 }
 
 export async function postBatchInTx(
@@ -68,8 +74,7 @@ export async function postBatchInTx(
   hooks: BatchHooks = {},
 ): Promise<Settled<PostingResult>[]> {
   const results: (Settled<PostingResult> | undefined)[] = new Array(batch.length)
-  const states = await lockAccounts(tx, batch)
-  const { now, existing, reversed } = await readPriorState(tx, batch)
+  const { states, now, existing, reversed } = await lockAndRead(tx, batch)
 
   const accepted: Accepted[] = []
   const firstWithKey = new Map<string, number>()
@@ -100,9 +105,11 @@ export async function postBatchInTx(
     accepted.push({ index, prepared, entries: applied })
   })
 
-  const posted = await writeAccepted(tx, accepted, now)
-  if (hooks.afterInsert && posted.length > 0) await hooks.afterInsert(tx, posted)
-  await updateAccounts(tx, states)
+  const posted = await insertTransactions(tx, accepted, now)
+  if (hooks.beforeEntries && posted.length > 0) await hooks.beforeEntries(tx, posted)
+  // Released holds first: the accounts' check (balance >= held) holds after every statement.
+  await updateHeldAmounts(tx, states)
+  await insertEntries(tx, posted)
 
   accepted.forEach((a, i) => {
     results[a.index] = { ok: true, value: { transaction: posted[i] as PostedTransaction, replayed: false } }
@@ -131,62 +138,64 @@ function replayOrConflict(
   return original.ok ? { ok: true, value: { transaction: original.value, replayed: true } } : original
 }
 
-async function lockAccounts(tx: Tx, batch: readonly PreparedPosting[]): Promise<Map<bigint, AccountState>> {
-  const ids = [
-    ...new Set(batch.flatMap((p) => [...p.accounts, ...(p.routes ?? [])].flatMap((a) => (a ? [a.id] : [])))),
-  ].sort((a, b) => (a < b ? -1 : 1))
-  // ORDER BY id under FOR UPDATE: rows are locked in id order, the one order
-  // every posting uses, so two batches can never wait on each other in a cycle.
-  // Arrays travel as one parameter each, so the statement text never varies
-  // with the batch size and stays prepared.
-  const result = await tx.execute(sql`
-    select id::text, balance::text, debits_total::text, credits_total::text, held_amount::text, last_seq::text
-      from ledger_accounts where id = any(${texts(ids)}::bigint[]) order by id for update`)
-  const rows = rowsOf<
-    Record<'id' | 'balance' | 'debits_total' | 'credits_total' | 'held_amount' | 'last_seq', string>
-  >(result).map((r) => ({
-    id: BigInt(r.id),
-    balance: BigInt(r.balance),
-    debitsTotal: BigInt(r.debits_total),
-    creditsTotal: BigInt(r.credits_total),
-    heldAmount: BigInt(r.held_amount),
-    lastSeq: BigInt(r.last_seq),
-  }))
-  if (rows.length !== ids.length)
-    throw new LedgerError('UNKNOWN_ACCOUNT', 'an account of this batch does not exist')
-  return new Map(rows.map((r) => [r.id, { ...r, changed: false }]))
-}
-
-interface PriorState {
+interface LockedState {
+  states: Map<bigint, AccountState>
   /** The database clock, read after the locks: per account, posting times follow the sequence. */
   now: string
   existing: Map<string, { requestHash: string; transaction: PostedTransaction }>
   reversed: Set<bigint>
 }
 
-async function readPriorState(tx: Tx, batch: readonly PreparedPosting[]): Promise<PriorState> {
+async function lockAndRead(tx: Tx, batch: readonly PreparedPosting[]): Promise<LockedState> {
+  const ids = [
+    ...new Set(batch.flatMap((p) => [...p.accounts, ...(p.routes ?? [])].flatMap((a) => (a ? [a.id] : [])))),
+  ].sort((a, b) => (a < b ? -1 : 1))
   const keys = batch.map((p) => p.request.idempotencyKey)
   const reverses = batch.flatMap((p) => (p.reversesId === null ? [] : [p.reversesId.toString()]))
+  // One round trip. ORDER BY id under FOR UPDATE: rows are locked in id order,
+  // the one order every posting uses, so two batches can never wait on each
+  // other in a cycle. The clock is read in the outer query, after the locked
+  // rows are all fetched. A key posted concurrently and missed here loses the
+  // race on the unique index (23505) and the batch is retried (tx.ts).
+  // Arrays travel as one parameter each, so the statement text never varies
+  // with the batch size and stays prepared.
   const result = await tx.execute(sql`
-    select clock_timestamp()::text as now,
+    with locked as (
+      select id, balance, held_amount, last_seq from ledger_accounts
+       where id = any(${texts(ids)}::bigint[]) order by id for update)
+    select l.accounts, clock_timestamp()::text as now,
       (select coalesce(json_agg(t.id::text), '[]') from ledger_transactions t
         where t.idempotency_key = any(${texts(keys)}::text[])) as existing_ids,
       (select coalesce(json_agg(t.reverses_id::text), '[]') from ledger_transactions t
-        where t.reverses_id = any(${texts(reverses)}::bigint[])) as reversed_ids`)
-  const row = rowsOf<{ now: string; existing_ids: unknown; reversed_ids: unknown }>(result)[0]
-  if (!row) throw new Error('ledger: the prior-state query returned no row')
-  const existingIds = jsonList(row.existing_ids).map((id) => BigInt(id))
+        where t.reverses_id = any(${texts(reverses)}::bigint[])) as reversed_ids
+      from (select coalesce(json_agg(json_build_array(id::text, balance::text, held_amount::text, last_seq::text)), '[]')
+              as accounts from locked) l`)
+  const row = rowsOf<{ accounts: unknown; now: string; existing_ids: unknown; reversed_ids: unknown }>(
+    result,
+  )[0]
+  if (!row) throw new Error('ledger: the lock query returned no row')
+  const accounts = jsonList<[string, string, string, string]>(row.accounts)
+  if (accounts.length !== ids.length)
+    throw new LedgerError('UNKNOWN_ACCOUNT', 'an account of this batch does not exist')
+  const states = new Map<bigint, AccountState>(
+    accounts.map(([id, balance, held, lastSeq]) => [
+      BigInt(id),
+      { balance: BigInt(balance), heldAmount: BigInt(held), lastSeq: BigInt(lastSeq), heldChanged: false },
+    ]),
+  )
+  const existingIds = jsonList<string>(row.existing_ids).map((id) => BigInt(id))
   const existing = new Map<string, { requestHash: string; transaction: PostedTransaction }>()
   if (existingIds.length > 0) {
     for (const found of await loadTransactions(tx, existingIds))
       existing.set(found.transaction.idempotencyKey, found)
   }
-  return { now: row.now, existing, reversed: new Set(jsonList(row.reversed_ids).map((id) => BigInt(id))) }
+  const reversed = new Set(jsonList<string>(row.reversed_ids).map((id) => BigInt(id)))
+  return { states, now: row.now, existing, reversed }
 }
 
 /** json_agg comes back parsed from PGlite and as text from some drivers. */
-function jsonList(value: unknown): string[] {
-  return (typeof value === 'string' ? JSON.parse(value) : value) as string[]
+function jsonList<T>(value: unknown): T[] {
+  return (typeof value === 'string' ? JSON.parse(value) : value) as T[]
 }
 
 /** Applies a posting to the locked states, or returns why it is refused (states untouched then). */
@@ -203,14 +212,16 @@ function apply(
     }
     return s
   }
-  for (const release of prepared.releases ?? []) stateOf(release.accountId).heldAmount -= release.amount
+  for (const release of prepared.releases ?? []) {
+    const state = stateOf(release.accountId)
+    state.heldAmount -= release.amount
+    state.heldChanged = true
+  }
 
   const entries: Omit<PostedEntry, 'id'>[] = []
   const post = (account: Account, direction: Direction, amount: bigint): Error | undefined => {
     const state = stateOf(account.id)
     state.balance += signedAmount(account.type, direction, amount)
-    if (direction === 'debit') state.debitsTotal += amount
-    else state.creditsTotal += amount
     state.lastSeq += 1n
     if (!account.allowNegative && state.balance < state.heldAmount) {
       const before = state.balance - signedAmount(account.type, direction, amount)
@@ -241,7 +252,7 @@ function apply(
       if (refused) return refused
     }
   }
-  for (const [id, s] of scratch) states.set(id, { ...s, changed: true })
+  for (const [id, s] of scratch) states.set(id, s)
   return entries
 }
 
@@ -269,7 +280,8 @@ function split(
   return [repay, entry.amount - repay]
 }
 
-async function writeAccepted(
+/** Inserts the accepted postings' transactions; returns them whole, entry ids still unset (0). */
+async function insertTransactions(
   tx: Tx,
   accepted: readonly Accepted[],
   now: string,
@@ -290,16 +302,30 @@ async function writeAccepted(
       returning id::text, idempotency_key`),
   )
   const idByKey = new Map(inserted.map((r) => [r.idempotency_key, BigInt(r.id)]))
+  return accepted.map(({ prepared: p, entries }) => ({
+    id: idByKey.get(p.request.idempotencyKey) as bigint,
+    idempotencyKey: p.request.idempotencyKey,
+    kind: p.request.kind,
+    description: p.request.description ?? '',
+    metadata: p.request.metadata ?? {},
+    reversesId: p.reversesId,
+    postedAt: now,
+    entries: entries.map((e) => ({ ...e, id: 0n })),
+  }))
+}
 
-  const entries = accepted.flatMap(({ prepared, entries }) => {
-    const transactionId = idByKey.get(prepared.request.idempotencyKey) as bigint
-    return entries.map((e) => ({ ...e, transactionId }))
-  })
-  // One INSERT for the whole batch: the database's chain check runs once per statement.
+/**
+ * Inserts every entry of the batch in one statement (the database's checks
+ * run once per statement, and its trigger brings the accounts' cached
+ * balances up to date), then sets the entries' ids on `posted`.
+ */
+async function insertEntries(tx: Tx, posted: PostedTransaction[]): Promise<void> {
+  if (posted.length === 0) return
+  const entries = posted.flatMap((t) => t.entries.map((e) => ({ ...e, transactionId: t.id })))
   const entryIds = rowsOf<{ id: string; account_id: string; account_seq: string }>(
     await tx.execute(sql`
       insert into ledger_entries (transaction_id, account_id, direction, amount, unit, account_seq, balance_after, posted_at)
-      select t::bigint, a::bigint, d::entry_direction, amt::bigint, u, s::bigint, b::bigint, ${now}::timestamptz
+      select t::bigint, a::bigint, d::entry_direction, amt::bigint, u, s::bigint, b::bigint, ${(posted[0] as PostedTransaction).postedAt}::timestamptz
         from unnest(${texts(entries.map((e) => e.transactionId))}::text[],
                     ${texts(entries.map((e) => e.accountId))}::text[],
                     ${texts(entries.map((e) => e.direction))}::text[],
@@ -311,31 +337,18 @@ async function writeAccepted(
       returning id::text, account_id::text, account_seq::text`),
   )
   const entryIdOf = new Map(entryIds.map((r) => [`${r.account_id}:${r.account_seq}`, BigInt(r.id)]))
-
-  return accepted.map(({ prepared: p, entries }) => ({
-    id: idByKey.get(p.request.idempotencyKey) as bigint,
-    idempotencyKey: p.request.idempotencyKey,
-    kind: p.request.kind,
-    description: p.request.description ?? '',
-    metadata: p.request.metadata ?? {},
-    reversesId: p.reversesId,
-    postedAt: now,
-    entries: entries.map((e) => ({ ...e, id: entryIdOf.get(`${e.accountId}:${e.accountSeq}`) as bigint })),
-  }))
+  for (const t of posted)
+    for (const e of t.entries) e.id = entryIdOf.get(`${e.accountId}:${e.accountSeq}`) as bigint
 }
 
-async function updateAccounts(tx: Tx, states: Map<bigint, AccountState>): Promise<void> {
-  const changed = [...states].filter(([, s]) => s.changed)
+/** Writes the held amounts this batch released (the balances are the database's to write). */
+async function updateHeldAmounts(tx: Tx, states: Map<bigint, AccountState>): Promise<void> {
+  const changed = [...states].filter(([, s]) => s.heldChanged)
   if (changed.length === 0) return
-  const column = (pick: (s: AccountState) => bigint) => texts(changed.map(([, s]) => pick(s)))
   await tx.execute(sql`
-    update ledger_accounts a
-       set balance = v.balance::bigint, debits_total = v.debits::bigint, credits_total = v.credits::bigint,
-           held_amount = v.held::bigint, last_seq = v.last_seq::bigint, updated_at = clock_timestamp()
-      from unnest(${texts(changed.map(([id]) => id))}::text[], ${column((s) => s.balance)}::text[],
-                  ${column((s) => s.debitsTotal)}::text[], ${column((s) => s.creditsTotal)}::text[],
-                  ${column((s) => s.heldAmount)}::text[], ${column((s) => s.lastSeq)}::text[])
-        as v(id, balance, debits, credits, held, last_seq)
+    update ledger_accounts a set held_amount = v.held::bigint, updated_at = clock_timestamp()
+      from unnest(${texts(changed.map(([id]) => id))}::text[], ${texts(changed.map(([, s]) => s.heldAmount))}::text[])
+        as v(id, held)
      where a.id = v.id::bigint`)
 }
 

@@ -69,10 +69,18 @@ async function snapshot() {
   return rowsOf<Record<string, string>>(rows)[0]
 }
 
-/** A raw posting of `amount` from the wallet to the creator, chained correctly, at the next sequences. */
-function rawGift(amount: number, opts: { creditAmount?: number; balanceAfterDelta?: number } = {}): string[] {
+/**
+ * A raw posting of `amount` from the wallet to the creator, chained correctly,
+ * at the next sequences. The database brings the accounts' cached balances up
+ * to date itself; `writeAccounts` also updates them by hand, as a session
+ * that does not know that would (counting the entries twice in the totals).
+ */
+function rawGift(
+  amount: number,
+  opts: { creditAmount?: number; balanceAfterDelta?: number; writeAccounts?: boolean } = {},
+): string[] {
   const credit = opts.creditAmount ?? amount
-  return [
+  const statements = [
     `insert into ledger_transactions (idempotency_key, request_hash, kind, posted_at)
        values ('raw-${Math.random()}', 'x', 'gift', now())`,
     `insert into ledger_entries (transaction_id, account_id, direction, amount, unit, account_seq, balance_after, posted_at)
@@ -82,17 +90,24 @@ function rawGift(amount: number, opts: { creditAmount?: number; balanceAfterDelt
        union all
        select currval('ledger_transactions_id_seq'), a.id, 'credit'::entry_direction, ${credit}, 'COIN', a.last_seq + 1, a.balance + ${credit}, now()
          from ledger_accounts a where a.id = ${earningsId}`,
-    `update ledger_accounts a set balance = e.balance_after, last_seq = e.account_seq,
+  ]
+  if (opts.writeAccounts) {
+    statements.push(`update ledger_accounts a set balance = e.balance_after, last_seq = e.account_seq,
             debits_total = a.debits_total + case when e.direction = 'debit' then e.amount else 0 end,
             credits_total = a.credits_total + case when e.direction = 'credit' then e.amount else 0 end
        from ledger_entries e
-      where e.transaction_id = currval('ledger_transactions_id_seq') and e.account_id = a.id`,
-  ]
+      where e.transaction_id = currval('ledger_transactions_id_seq') and e.account_id = a.id`)
+  }
+  return statements
 }
 
 describe('database guards', () => {
-  it('accepts a correct raw posting (so the refusals below are about what they break)', async () => {
+  it('accepts a correct raw posting, and brings the accounts up to date itself', async () => {
+    const before = await ledger.balance(alice)
     expect(await refusal(...rawGift(1))).toBeUndefined()
+    const after = await ledger.balance(alice)
+    expect(after.balance).toBe(before.balance - 1n)
+    expect(after.account.id).toBe(walletId)
     expect((await ledger.checkIntegrity()).problems).toEqual([])
   })
 
@@ -147,8 +162,34 @@ describe('database guards', () => {
     ).toBe('LG003')
     // An entry whose balance_after does not continue the chain.
     expect(await refusal(...rawGift(1, { balanceAfterDelta: 1 }))).toBe('LG003')
-    // Entries written without bringing the accounts up to date.
-    expect(await refusal(...rawGift(1).slice(0, 2))).toBe('LG003')
+    // A correct posting whose session also writes the cached balances and totals.
+    expect(await refusal(...rawGift(1, { writeAccounts: true }))).toBe('LG003')
+    // Entries on an account or in a transaction that does not exist (no foreign keys: the trigger checks).
+    expect(
+      await refusal(
+        `insert into ledger_transactions (idempotency_key, request_hash, kind, posted_at) values ('ghost', 'x', 'gift', now())`,
+        `insert into ledger_entries (transaction_id, account_id, direction, amount, unit, account_seq, balance_after, posted_at)
+         select currval('ledger_transactions_id_seq'), 999999, 'debit', 1, 'COIN', 1, -1, t.posted_at
+           from ledger_transactions t where t.id = currval('ledger_transactions_id_seq')`,
+      ),
+    ).toBe('LG003')
+    expect(
+      await refusal(
+        `insert into ledger_entries (transaction_id, account_id, direction, amount, unit, account_seq, balance_after, posted_at)
+         select 999999, a.id, 'credit', 1, 'COIN', a.last_seq + 1, a.balance + 1, now()
+           from ledger_accounts a where a.id = ${earningsId}`,
+      ),
+    ).toBe('LG003')
+    // Entries that skip a sequence number.
+    expect(
+      await refusal(
+        `insert into ledger_transactions (idempotency_key, request_hash, kind, posted_at) values ('gap', 'x', 'gift', now())`,
+        `insert into ledger_entries (transaction_id, account_id, direction, amount, unit, account_seq, balance_after, posted_at)
+         select currval('ledger_transactions_id_seq'), a.id, 'credit', 1, 'COIN', a.last_seq + 2, a.balance + 1, t.posted_at
+           from ledger_accounts a, ledger_transactions t
+          where a.id = ${earningsId} and t.id = currval('ledger_transactions_id_seq')`,
+      ),
+    ).toBe('LG003')
     expect(await snapshot()).toEqual(before)
   })
 
