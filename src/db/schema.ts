@@ -137,6 +137,9 @@ export const ledgerHolds = pgTable(
     resolvedAt: timestamp('resolved_at', { withTimezone: true, mode: 'string' }),
     // The posting that settled it (status = posted).
     transactionId: bigint('transaction_id', { mode: 'bigint' }).references(() => ledgerTransactions.id),
+    // Who posted, voided or expired it and why (a payout's reviewer and reason).
+    // Set in the one move out of pending: the guard refuses any later change.
+    resolution: jsonb('resolution'),
   },
   (t) => [
     uniqueIndex('ledger_holds_idempotency_key').on(t.idempotencyKey),

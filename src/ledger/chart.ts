@@ -18,6 +18,7 @@ import { type AccountSpec, COIN, type Unit } from './types.js'
 // | platform:deferred_revenue:<CUR> | fiat | liability | money received for coins                  |
 // | platform:provider_fees:<CUR>    | fiat | expense   | payment provider fees                     |
 // | platform:payouts_payable:<CUR>  | fiat | liability | creator payouts approved, not yet paid    |
+// | platform:creator_payouts:<CUR>  | fiat | expense   | the cost of creators' cashed-out coins    |
 // | platform:adjustments:<CUR>      | fiat | equity    | manual corrections                        |
 
 export const userWallet = (userId: string): AccountSpec => ({
@@ -62,5 +63,6 @@ export const platform = {
   deferredRevenue: (currency: Unit) => `platform:deferred_revenue:${currency}`,
   providerFees: (currency: Unit) => `platform:provider_fees:${currency}`,
   payoutsPayable: (currency: Unit) => `platform:payouts_payable:${currency}`,
+  creatorPayouts: (currency: Unit) => `platform:creator_payouts:${currency}`,
   adjustmentsIn: (currency: Unit) => `platform:adjustments:${currency}`,
 } as const

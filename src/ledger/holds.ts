@@ -5,8 +5,16 @@ import { rowsOf } from '../db/rows.js'
 import { ledgerAccounts, ledgerHolds } from '../db/schema.js'
 import { IdempotencyConflictError, InsufficientFundsError, invalid, LedgerError } from './errors.js'
 import { loadTransactions, type PreparedPosting, postBatchInTx } from './posting.js'
-import type { Account, Hold, HoldRequest, PostingResult } from './types.js'
-import { canonicalJson, validateShape } from './validate.js'
+import type {
+  Account,
+  AccountRef,
+  EntryRequest,
+  Hold,
+  HoldRequest,
+  PostingRequest,
+  PostingResult,
+} from './types.js'
+import { canonicalJson, checkBalanced, requestHash, validateShape } from './validate.js'
 
 // Two-phase movements (payouts under review, disputes): a hold reserves an
 // amount of an account now; later it is posted (a real transaction, for up
@@ -97,11 +105,38 @@ export async function createHoldInTx(
   return { hold: toHold(row as HoldRow), replayed: false }
 }
 
+/** How a hold is posted: by default, for its whole amount, as the hold's own two entries. */
+export interface PostHoldOptions {
+  /** Up to the held amount; the rest is released. Default: all of it. */
+  amount?: bigint
+  /** The posting's key; default `hold:<id>:post`. A hold is posted once, whatever the key. */
+  idempotencyKey?: string
+  /** Default: the hold's description. */
+  description?: string
+  /** Merged over the hold's metadata. */
+  metadata?: Record<string, unknown>
+  /**
+   * More entries for the same transaction, posted with the hold's two under
+   * the same locks: the other side of one movement (a payout's money beside its
+   * coins). They must balance per unit among themselves, on existing accounts,
+   * without routes.
+   */
+  entries?: EntryRequest[]
+  /** Who decided to post it and why, kept on the hold. */
+  resolution?: Record<string, unknown>
+}
+
+/** Resolves accounts inside the posting's transaction (they must exist). */
+export interface AccountLookup {
+  byId(id: bigint): Promise<Account>
+  byRefs(refs: readonly AccountRef[]): Promise<Account[]>
+}
+
 export async function postHoldInTx(
   tx: Tx,
   holdId: bigint,
-  amount: bigint | undefined,
-  accountOf: (id: bigint) => Promise<Account>,
+  options: PostHoldOptions,
+  lookup: AccountLookup,
 ): Promise<PostingResult> {
   const hold = await lockHold(tx, holdId)
   if (hold.status === 'posted' && hold.transactionId !== null) {
@@ -110,7 +145,7 @@ export async function postHoldInTx(
     return { transaction: original.transaction, replayed: true }
   }
   await assertPending(tx, hold)
-  const postAmount = amount ?? hold.amount
+  const postAmount = options.amount ?? hold.amount
   if (postAmount <= 0n) throw invalid('a hold is posted for a positive amount')
   if (postAmount > hold.amount) {
     throw new LedgerError(
@@ -118,21 +153,39 @@ export async function postHoldInTx(
       `hold ${holdId} holds ${hold.amount}, ${postAmount} requested`,
     )
   }
-  const account = await accountOf(hold.accountId)
-  const counter = await accountOf(hold.counterAccountId)
-  const prepared: PreparedPosting = {
-    request: {
-      idempotencyKey: `hold:${hold.id}:post`,
-      kind: hold.kind as PreparedPosting['request']['kind'],
-      description: hold.description,
-      metadata: { ...(hold.metadata as Record<string, unknown>), holdId: hold.id.toString() },
-      entries: [
-        { account: account.code, direction: 'debit', amount: postAmount },
-        { account: counter.code, direction: 'credit', amount: postAmount },
-      ],
+  const extra = options.entries ?? []
+  if (extra.some((e) => e.shortfallTo !== undefined || e.repayFirst !== undefined))
+    throw invalid('the entries posted with a hold take no routes')
+  const account = await lookup.byId(hold.accountId)
+  const counter = await lookup.byId(hold.counterAccountId)
+  const extraAccounts = extra.length > 0 ? await lookup.byRefs(extra.map((e) => e.account)) : []
+  const request: PostingRequest = {
+    idempotencyKey: options.idempotencyKey ?? `hold:${hold.id}:post`,
+    kind: hold.kind as PostingRequest['kind'],
+    description: options.description ?? hold.description,
+    metadata: {
+      ...(hold.metadata as Record<string, unknown>),
+      ...options.metadata,
+      holdId: hold.id.toString(),
     },
-    accounts: [account, counter],
-    requestHash: `hold:${hold.id}:${postAmount}`,
+    entries: [
+      { account: account.code, direction: 'debit', amount: postAmount },
+      { account: counter.code, direction: 'credit', amount: postAmount },
+      ...extra,
+    ],
+  }
+  const accounts = [account, counter, ...extraAccounts]
+  if (extra.length > 0) {
+    validateShape(request)
+    checkBalanced(request, accounts)
+  }
+  const prepared: PreparedPosting = {
+    request,
+    accounts,
+    requestHash:
+      extra.length === 0 && options.idempotencyKey === undefined
+        ? `hold:${hold.id}:${postAmount}`
+        : `hold:${hold.id}:${requestHash(request, accounts, null)}`,
     reversesId: null,
     releases: [{ accountId: account.id, amount: hold.amount }],
   }
@@ -141,7 +194,12 @@ export async function postHoldInTx(
     beforeEntries: async (t, [posted]) => {
       await t
         .update(ledgerHolds)
-        .set({ status: 'posted', resolvedAt: sql`clock_timestamp()`, transactionId: posted?.id ?? null })
+        .set({
+          status: 'posted',
+          resolvedAt: sql`clock_timestamp()`,
+          transactionId: posted?.id ?? null,
+          resolution: options.resolution ?? null,
+        })
         .where(eq(ledgerHolds.id, hold.id))
     },
   })
@@ -150,8 +208,16 @@ export async function postHoldInTx(
   return result.value
 }
 
-/** Voids (or expires) a pending hold, releasing its amount. Voiding a voided hold is a no-op. */
-export async function releaseHoldInTx(tx: Tx, holdId: bigint, as: 'voided' | 'expired'): Promise<Hold> {
+/**
+ * Voids (or expires) a pending hold, releasing its amount, with who decided
+ * and why. Voiding a voided hold is a no-op (the first resolution stays).
+ */
+export async function releaseHoldInTx(
+  tx: Tx,
+  holdId: bigint,
+  as: 'voided' | 'expired',
+  resolution: Record<string, unknown> | null = null,
+): Promise<Hold> {
   const hold = await lockHold(tx, holdId)
   if (hold.status === as) return toHold(hold)
   if (hold.status !== 'pending') {
@@ -164,7 +230,7 @@ export async function releaseHoldInTx(tx: Tx, holdId: bigint, as: 'voided' | 'ex
     .for('update')
   const [row] = await tx
     .update(ledgerHolds)
-    .set({ status: as, resolvedAt: sql`clock_timestamp()` })
+    .set({ status: as, resolvedAt: sql`clock_timestamp()`, resolution })
     .where(and(eq(ledgerHolds.id, hold.id), eq(ledgerHolds.status, 'pending')))
     .returning()
   await tx
@@ -205,5 +271,6 @@ export function toHold(row: HoldRow): Hold {
     createdAt: row.createdAt,
     resolvedAt: row.resolvedAt,
     transactionId: row.transactionId,
+    resolution: (row.resolution as Record<string, unknown> | null) ?? null,
   }
 }

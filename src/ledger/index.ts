@@ -2,6 +2,7 @@
 // capability moves value through it.
 export * from './chart.js'
 export * from './errors.js'
+export type { PostHoldOptions } from './holds.js'
 export type { IntegrityProblem, IntegrityReport } from './integrity.js'
 export { defaultLedgerOptions, Ledger, type LedgerOptions } from './ledger.js'
 export type { PreparedPosting, Settled } from './posting.js'

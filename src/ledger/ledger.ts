@@ -5,7 +5,7 @@ import { ledgerAccounts, ledgerEntries, ledgerHolds } from '../db/schema.js'
 import { AccountDirectory } from './accounts.js'
 import { Coalescer } from './coalescer.js'
 import { invalid, LedgerError } from './errors.js'
-import { createHoldInTx, postHoldInTx, releaseHoldInTx, validateHold } from './holds.js'
+import { createHoldInTx, type PostHoldOptions, postHoldInTx, releaseHoldInTx, validateHold } from './holds.js'
 import { checkIntegrity, type IntegrityReport } from './integrity.js'
 import { loadTransactions, type PreparedPosting, postBatchInTx, type Settled } from './posting.js'
 import { inTransaction } from './tx.js'
@@ -18,6 +18,7 @@ import type {
   PostedTransaction,
   PostingRequest,
   PostingResult,
+  TransactionKind,
 } from './types.js'
 import { checkBalanced, requestHash, validateShape } from './validate.js'
 
@@ -46,6 +47,7 @@ export const defaultLedgerOptions: LedgerOptions = {
 export class Ledger {
   readonly accounts = new AccountDirectory()
   private readonly listeners = new Set<(transactions: PostedTransaction[]) => void>()
+  private readonly expiryHooks = new Map<string, (tx: Tx, hold: Hold) => Promise<void>>()
   private readonly coalescer: Coalescer<PreparedPosting, PostingResult>
 
   constructor(
@@ -133,18 +135,56 @@ export class Ledger {
     return inTransaction(this.db, (tx) => createHoldInTx(tx, request, accounts, hash))
   }
 
+  /**
+   * A hold inside a caller's database transaction, for a capability that
+   * writes its own rows with it (all or nothing). Resolve the accounts first,
+   * outside the transaction: here they must exist.
+   */
+  async holdInTx(tx: Tx, request: HoldRequest): Promise<{ hold: Hold; replayed: boolean }> {
+    const accounts = await this.accounts.resolve(tx, [request.account, request.counterAccount])
+    const hash = validateHold(request, accounts)
+    return createHoldInTx(tx, request, accounts, hash)
+  }
+
   /** Posts a pending hold for its amount (or less: the rest is released). Idempotent. */
   async postHold(holdId: bigint, amount?: bigint): Promise<PostingResult> {
-    const result = await inTransaction(this.db, (tx) =>
-      postHoldInTx(tx, holdId, amount, (id) => this.accountById(tx, id)),
-    )
+    const result = await inTransaction(this.db, (tx) => this.postHoldInTx(tx, holdId, { amount }))
     if (!result.replayed) this.notifyCommitted([result.transaction])
     return result
   }
 
+  /**
+   * Posts a pending hold inside a caller's transaction, optionally with more
+   * entries (another unit's side of the movement) in the same ledger
+   * transaction. A posted hold returns its original transaction (`replayed`).
+   * Call notifyCommitted after commit.
+   */
+  postHoldInTx(tx: Tx, holdId: bigint, options: PostHoldOptions = {}): Promise<PostingResult> {
+    return postHoldInTx(tx, holdId, options, {
+      byId: (id) => this.accountById(tx, id),
+      byRefs: (refs) => this.accounts.resolve(tx, refs),
+    })
+  }
+
   /** Releases a pending hold. Voiding a voided hold is a no-op. */
-  voidHold(holdId: bigint): Promise<Hold> {
-    return inTransaction(this.db, (tx) => releaseHoldInTx(tx, holdId, 'voided'))
+  voidHold(holdId: bigint, resolution?: Record<string, unknown>): Promise<Hold> {
+    return inTransaction(this.db, (tx) => releaseHoldInTx(tx, holdId, 'voided', resolution))
+  }
+
+  /** Releases a pending hold inside a caller's transaction, with who decided and why. */
+  voidHoldInTx(tx: Tx, holdId: bigint, resolution?: Record<string, unknown>): Promise<Hold> {
+    return releaseHoldInTx(tx, holdId, 'voided', resolution)
+  }
+
+  /**
+   * Runs `hook` inside the database transaction that expires a hold of this
+   * kind, after the hold is released: a capability keeps its own rows in step
+   * (a payout under review becomes expired). One hook per kind.
+   */
+  onHoldExpired(kind: TransactionKind, hook: (tx: Tx, hold: Hold) => Promise<void>): void {
+    if (this.expiryHooks.has(kind))
+      throw new Error(`ledger: holds of kind ${kind} already have an expiry hook`)
+    this.expiryHooks.set(kind, hook)
   }
 
   /** Releases pending holds whose time is up; returns how many. Bounded per call. */
@@ -158,7 +198,10 @@ export class Ledger {
     let expired = 0
     for (const { id } of due) {
       try {
-        await inTransaction(this.db, (tx) => releaseHoldInTx(tx, id, 'expired'))
+        await inTransaction(this.db, async (tx) => {
+          const hold = await releaseHoldInTx(tx, id, 'expired', { reason: 'expired' })
+          await this.expiryHooks.get(hold.kind)?.(tx, hold)
+        })
         expired++
       } catch (error) {
         // Posted or voided meanwhile: nothing to expire.

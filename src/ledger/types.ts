@@ -142,6 +142,8 @@ export interface Hold {
   createdAt: string
   resolvedAt: string | null
   transactionId: bigint | null
+  /** Who posted, voided or expired it and why (JSON), when the caller said. */
+  resolution: Record<string, unknown> | null
 }
 
 /** Which side of an account grows its balance. */
