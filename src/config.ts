@@ -43,6 +43,35 @@ const urlWithProtocols = (protocols: string[]) =>
     { message: `must be a URL starting with ${protocols.map((p) => `${p}//`).join(' or ')}` },
   )
 
+/** The currencies whose payout accounts the chart of accounts has (migrations/*_chart_of_accounts, *_payouts_chart). */
+export const PAYOUT_CURRENCIES = ['USD', 'EUR'] as const
+
+// Minor units per coin as an exact fraction: "1/2" is half a cent per coin in USD, "3" three cents.
+const payoutRate = optionalString.transform((v, ctx) => {
+  const match = /^(\d{1,12})(?:\/(\d{1,12}))?$/.exec((v ?? '1/2').trim())
+  const numerator = BigInt(match?.[1] ?? '0')
+  const denominator = BigInt(match?.[2] ?? '1')
+  if (!match || numerator === 0n || denominator === 0n) {
+    ctx.addIssue({
+      code: 'custom',
+      message: 'must be minor units per coin as N or N/D with positive whole numbers, e.g. 1/2',
+    })
+    return z.NEVER
+  }
+  return { numerator, denominator }
+})
+
+// Hours as a decimal (tests use a few seconds: 0.001 is 3.6 s), at most a year.
+const positiveHours = optionalString.transform((v, ctx) => {
+  if (v === undefined) return 360
+  const hours = Number(v)
+  if (!/^\d+(\.\d+)?$/.test(v.trim()) || !(hours > 0) || hours > 8_760) {
+    ctx.addIssue({ code: 'custom', message: 'must be a number of hours above 0 and at most 8760' })
+    return z.NEVER
+  }
+  return hours
+})
+
 const envSchema = z
   .object({
     NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
@@ -78,10 +107,41 @@ const envSchema = z
     GIFT_QUANTITY_MAX: intInRange(1, 100_000, 999),
     GIFT_COINS_MAX: intInRange(1, 1_000_000_000, 1_000_000),
     GIFT_COMBO_WINDOW_MS: intInRange(0, 600_000, 5_000),
+    // Tamper evidence: how often closed journal ranges are sealed, and the most transactions per seal.
+    LEDGER_SEAL_INTERVAL_MS: intInRange(100, 3_600_000, 5_000),
+    LEDGER_SEAL_BATCH_MAX: intInRange(1, 100_000, 10_000),
+    // Payouts: creators' earned coins to money, reviewed by an admin (see README, "Payouts").
+    PAYOUT_CURRENCY: optionalString.pipe(
+      z
+        .enum(PAYOUT_CURRENCIES, {
+          message: `must be a currency with payout accounts in the chart: ${PAYOUT_CURRENCIES.join(', ')}`,
+        })
+        .default('USD'),
+    ),
+    PAYOUT_RATE: payoutRate,
+    PAYOUT_MIN_COINS: intInRange(1, 1_000_000_000_000, 2_000),
+    PAYOUT_DAILY_CAP_COINS: intInRange(1, 1_000_000_000_000, 200_000),
+    PAYOUT_HOLD_HOURS: positiveHours,
   })
   .superRefine((env, ctx) => {
     if (env.NODE_ENV === 'production' && env.JWT_SECRET === undefined) {
       ctx.addIssue({ code: 'custom', path: ['JWT_SECRET'], message: 'is required when NODE_ENV=production' })
+    }
+    if (env.PAYOUT_DAILY_CAP_COINS < env.PAYOUT_MIN_COINS) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['PAYOUT_DAILY_CAP_COINS'],
+        message: 'must be at least PAYOUT_MIN_COINS',
+      })
+    }
+    // The smallest payout must be worth something: at least one minor unit.
+    const { numerator, denominator } = env.PAYOUT_RATE
+    if ((BigInt(env.PAYOUT_MIN_COINS) * numerator) / denominator < 1n) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['PAYOUT_MIN_COINS'],
+        message: 'must convert to at least one minor unit at PAYOUT_RATE',
+      })
     }
   })
 
@@ -131,10 +191,18 @@ function toConfig(env: z.infer<typeof envSchema>) {
     },
     logLevel: env.LOG_LEVEL,
     ledger: { batchSizeMax: env.LEDGER_BATCH_MAX },
+    seals: { intervalMs: env.LEDGER_SEAL_INTERVAL_MS, batchSizeMax: env.LEDGER_SEAL_BATCH_MAX },
     gifts: {
       quantityMax: env.GIFT_QUANTITY_MAX,
       coinsMax: BigInt(env.GIFT_COINS_MAX),
       comboWindowMs: env.GIFT_COMBO_WINDOW_MS,
+    },
+    payouts: {
+      currency: env.PAYOUT_CURRENCY,
+      rate: env.PAYOUT_RATE,
+      minCoins: BigInt(env.PAYOUT_MIN_COINS),
+      dailyCapCoins: BigInt(env.PAYOUT_DAILY_CAP_COINS),
+      holdMs: Math.round(env.PAYOUT_HOLD_HOURS * 3_600_000),
     },
   }
 }

@@ -10,6 +10,7 @@ import { RedisBus } from './live/redis-bus.js'
 import { PayPalGateway } from './payments/paypal.js'
 import { StripeGateway } from './payments/stripe.js'
 import type { PaymentGateway, ProviderName } from './payments/types.js'
+import { PayoutService } from './payouts/service.js'
 import { WebhookInbox } from './recharge/inbox.js'
 import { RechargeService } from './recharge/service.js'
 
@@ -33,6 +34,8 @@ export interface Services {
   inbox: WebhookInbox
   /** Live feeds (gifts per stream, wallet balances per user) over a publish/subscribe bus. */
   live: Live
+  /** Creators cashing out earned coins, held while admins review. */
+  payouts: PayoutService
 }
 
 /** Each provider is enabled only when it is configured. */
@@ -92,5 +95,6 @@ export function createServices(config: Config, database: Database, hooks: Servic
     comboWindowMs: config.gifts.comboWindowMs,
     onError: onLiveError,
   })
-  return { config, ledger, users, auth, gifts, recharge, inbox, live }
+  const payouts = new PayoutService(database.db, ledger, config.payouts)
+  return { config, ledger, users, auth, gifts, recharge, inbox, live, payouts }
 }

@@ -9,6 +9,7 @@ import '../wallet/schema.js'
 import '../gifts/schema.js'
 import '../recharge/schema.js'
 import '../live/schema.js'
+import '../payouts/schema.js'
 
 // One import per capability's GraphQL file; the builder collects them.
 

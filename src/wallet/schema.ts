@@ -93,7 +93,7 @@ function parseCursor(cursor: string | undefined): bigint | null {
   return BigInt(cursor)
 }
 
-const Earnings = builder.objectRef<{ userId: string }>('Earnings').implement({
+export const Earnings = builder.objectRef<{ userId: string }>('Earnings').implement({
   description: 'A creator’s earned coins.',
   fields: (t) => ({
     coins: t.field({
