@@ -7,7 +7,7 @@ import { signToken } from '../src/auth/tokens.js'
 import { coinPackagePrices, coinPackages, gifts, users } from '../src/db/schema.js'
 import type { UserErrorCode } from '../src/graphql/errors.js'
 import { schema as builtSchema } from '../src/graphql/schema.js'
-import { creatorEarnings, type PostedTransaction, userWallet } from '../src/ledger/index.js'
+import { creatorEarnings, type PostedTransaction, platform, userWallet } from '../src/ledger/index.js'
 import { type Actor, signIn } from './support/actors.js'
 import { type GraphQLErrorBody, graphql, startTestApp, type TestApp } from './support/app.js'
 import { END_LIVE, START_LIVE } from './support/operations.js'
@@ -669,6 +669,129 @@ const ROWS: Row[] = [
       expect(await publicPackageSkus()).not.toContain('authz_pkg_retire')
     },
   },
+  // ---- payouts: creators cash out their earnings, admins review (test/payouts.test.ts has the rest)
+  {
+    name: 'me { earnings { payouts payoutTerms } }',
+    covers: ['Query.me', 'Me.earnings'],
+    root: 'me',
+    document: `query { me { earnings { pendingPayoutCoins payoutTerms { currency minimumCoins requestableCoins }
+      payouts(first: 20) { edges { node { id status coins creator { id } decidedBy { id } } } } } } }`,
+    variables: async () => {
+      await pendingPayoutOf(actors.creator)
+      await pendingPayoutOf(streamer)
+      return {}
+    },
+    select: (d) => d.me?.earnings,
+    expect: cells(U, 'null', 'ok', 'null', 'null'),
+    check: async (earnings, { actor }) => {
+      const nodes = earnings.payouts.edges.map((e: any) => e.node)
+      expect(nodes.map((p: any) => p.id)).toContain(await pendingPayoutOf(actors.creator))
+      // Only the caller's own requests; the reviewer's identity is for admins.
+      expect(nodes.every((p: any) => p.creator.id === actor?.userId && p.decidedBy === null)).toBe(true)
+      const held = (await app.services.ledger.balance(creatorEarnings(actor?.userId ?? ''))).held
+      expect(earnings.pendingPayoutCoins).toBe(Number(held))
+    },
+  },
+  {
+    name: 'requestPayout',
+    covers: ['Mutation.requestPayout'],
+    root: 'requestPayout',
+    document: `mutation($input: RequestPayoutInput!) {
+      requestPayout(input: $input) { payout { id status coins creator { id } } ${USER_ERRORS} } }`,
+    variables: async () => {
+      await fundEarnings(actors.creator)
+      return { input: { coins: PAYOUT_COINS, idempotencyKey: key() } }
+    },
+    select: (d) => d.requestPayout,
+    // Signed-in non-creators are told why (NOT_A_CREATOR), and nothing is held.
+    expect: cells(U, 'NOT_A_CREATOR', 'ok', 'NOT_A_CREATOR', 'NOT_A_CREATOR'),
+    check: async (payload, { actor, memo }) => {
+      memo.payoutId = payload.payout.id
+      expect(payload.payout).toMatchObject({
+        status: 'PENDING',
+        coins: PAYOUT_COINS,
+        creator: { id: actor?.userId },
+      })
+    },
+    cleanup: ({ memo }) => rejectIfPending(memo.payoutId),
+  },
+  {
+    name: 'payoutRequests',
+    covers: ['Query.payoutRequests'],
+    root: 'payoutRequests',
+    document: `query { payoutRequests(status: PENDING, first: 100) {
+      edges { node { id status coins creator { id } } } } }`,
+    variables: async ({ memo }) => {
+      memo.payoutId = await pendingPayoutOf(streamer)
+      return {}
+    },
+    select: (d) => d.payoutRequests,
+    expect: ADMINS,
+    check: async (connection, { memo }) => {
+      const nodes = connection.edges.map((e: any) => e.node)
+      expect(nodes).toContainEqual({
+        id: memo.payoutId,
+        status: 'PENDING',
+        coins: PAYOUT_COINS,
+        creator: { id: streamer.userId },
+      })
+    },
+  },
+  {
+    name: 'approvePayout (another creator’s request)',
+    covers: ['Mutation.approvePayout'],
+    root: 'approvePayout',
+    document: `mutation($input: ApprovePayoutInput!) {
+      approvePayout(input: $input) { payout { id status decidedBy { id } } ${USER_ERRORS} } }`,
+    variables: async ({ memo }) => {
+      memo.payoutId = await newPayoutOf(streamer)
+      return { input: { payoutId: memo.payoutId, note: 'matrix' } }
+    },
+    select: (d) => d.approvePayout,
+    expect: ADMINS,
+    check: async (payload, { actor, memo }) => {
+      expect(payload.payout).toEqual({
+        id: memo.payoutId,
+        status: 'APPROVED',
+        decidedBy: { id: actor?.userId },
+      })
+      const payable = await app.services.ledger.balance(platform.payoutsPayable('USD'))
+      expect(payable.balance).toBeGreaterThan(0n)
+    },
+    cleanup: ({ memo }) => rejectIfPending(memo.payoutId),
+  },
+  {
+    name: 'rejectPayout (another creator’s request)',
+    covers: ['Mutation.rejectPayout'],
+    root: 'rejectPayout',
+    document: `mutation($input: RejectPayoutInput!) {
+      rejectPayout(input: $input) { payout { id status decisionNote } ${USER_ERRORS} } }`,
+    variables: async ({ memo }) => {
+      memo.payoutId = await newPayoutOf(streamer)
+      return { input: { payoutId: memo.payoutId, reason: 'matrix' } }
+    },
+    select: (d) => d.rejectPayout,
+    expect: ADMINS,
+    check: async (payload, { memo }) => {
+      expect(payload.payout).toEqual({ id: memo.payoutId, status: 'REJECTED', decisionNote: 'matrix' })
+    },
+    cleanup: ({ memo }) => rejectIfPending(memo.payoutId),
+  },
+  // ---- audit: the integrity check (names accounts and balances): accountants only
+  {
+    name: 'ledgerIntegrity',
+    covers: ['Query.ledgerIntegrity'],
+    root: 'ledgerIntegrity',
+    document: `query { ledgerIntegrity { ok checkedTransactions checkedAccounts checkedSeals sealedThroughTransactionId
+      problems { kind message transactionId accountId } } }`,
+    select: (d) => d.ledgerIntegrity,
+    expect: cells(U, F, F, 'ok', F),
+    check: async (report) => {
+      expect(report).toMatchObject({ ok: true, problems: [] })
+      expect(report.checkedTransactions).toBeGreaterThan(0)
+      expect(report.checkedAccounts).toBeGreaterThan(0)
+    },
+  },
   // ---- subscriptions (over SSE here; WebSocket authorization in test/live.test.ts)
   {
     name: 'liveGifts (from the start)',
@@ -722,6 +845,55 @@ const ROWS: Row[] = [
     check: async (update) => expect(update.coins).toBe(424_242),
   },
 ]
+
+// ---- payouts' fixtures: earnings (an adjustment, as finance would book one) and requests ----
+
+const PAYOUT_COINS = 2_000
+const funded = new Set<string>()
+const pendingPayouts = new Map<string, string>()
+const REQUEST_PAYOUT = `mutation($input: RequestPayoutInput!) {
+  requestPayout(input: $input) { payout { id } ${USER_ERRORS} } }`
+
+async function fundEarnings(creator: Actor): Promise<void> {
+  if (funded.has(creator.userId)) return
+  await app.services.ledger.post({
+    idempotencyKey: `authz-earnings-${creator.userId}`,
+    kind: 'adjustment',
+    description: 'authorization matrix: earnings to cash out',
+    entries: [
+      { account: platform.adjustments, direction: 'debit', amount: 50_000n },
+      { account: creatorEarnings(creator.userId), direction: 'credit', amount: 50_000n },
+    ],
+  })
+  funded.add(creator.userId)
+}
+
+/** A new pending payout request of a creator; returns its id. */
+async function newPayoutOf(creator: Actor): Promise<string> {
+  await fundEarnings(creator)
+  const payload = (
+    await creator.ok(REQUEST_PAYOUT, { input: { coins: PAYOUT_COINS, idempotencyKey: key() } })
+  ).requestPayout
+  expect(payload.userErrors).toEqual([])
+  return payload.payout.id
+}
+
+/** One pending request per creator that stays pending for the whole run. */
+async function pendingPayoutOf(creator: Actor): Promise<string> {
+  let id = pendingPayouts.get(creator.userId)
+  if (id === undefined) {
+    id = await newPayoutOf(creator)
+    pendingPayouts.set(creator.userId, id)
+  }
+  return id
+}
+
+/** Releases a cell's payout if nobody decided it (its hold would otherwise stay). */
+async function rejectIfPending(payoutId: string | undefined): Promise<void> {
+  if (payoutId === undefined) return
+  const REJECT = `mutation($input: RejectPayoutInput!) { rejectPayout(input: $input) { ${USER_ERRORS} } }`
+  await actors.admin.ok(REJECT, { input: { payoutId, reason: 'matrix cleanup' } })
+}
 
 function fakeWalletPosting(userId: string, balanceAfter: bigint): PostedTransaction {
   return {
