@@ -1,4 +1,5 @@
 import pino from 'pino'
+import { startSealing } from './audit/seals.js'
 import { seedCatalog } from './catalog/seed.js'
 import { ConfigError, loadConfig } from './config.js'
 import { openDatabase } from './db/client.js'
@@ -47,6 +48,12 @@ try {
     onExpired: (count) => logger.info({ count }, 'holds expired'),
   })
 
+  const stopSealing = startSealing(services.seals, {
+    intervalMs: config.seals.intervalMs,
+    onError: (err) => logger.error({ err }, 'sealing failed; will retry'),
+    onSealed: (run) => logger.debug({ run }, 'journal sealed'),
+  })
+
   const app = buildApp({ config, database, services, logger })
   const { port } = await app.start()
   const host = config.http.host === '0.0.0.0' ? 'localhost' : config.http.host
@@ -62,6 +69,7 @@ try {
       // The live bus (Redis connections, streak timers).
       await services.live.stop()
       await stopHoldExpiry()
+      await stopSealing()
       await stopRechargeJobs()
       await database.close()
       logger.info('stopped')

@@ -1,3 +1,4 @@
+import { Sealer } from './audit/seals.js'
 import { Authenticator } from './auth/authenticate.js'
 import { loadJwtKey, TokenVerifier } from './auth/tokens.js'
 import { UserService } from './auth/users.js'
@@ -34,6 +35,8 @@ export interface Services {
   inbox: WebhookInbox
   /** Live feeds (gifts per stream, wallet balances per user) over a publish/subscribe bus. */
   live: Live
+  /** Tamper evidence: seals closed journal ranges into a hash chain (started by main.ts). */
+  seals: Sealer
   /** Creators cashing out earned coins, held while admins review. */
   payouts: PayoutService
 }
@@ -95,6 +98,7 @@ export function createServices(config: Config, database: Database, hooks: Servic
     comboWindowMs: config.gifts.comboWindowMs,
     onError: onLiveError,
   })
+  const seals = new Sealer(database.db, { batchSizeMax: config.seals.batchSizeMax })
   const payouts = new PayoutService(database.db, ledger, config.payouts)
-  return { config, ledger, users, auth, gifts, recharge, inbox, live, payouts }
+  return { config, ledger, users, auth, gifts, recharge, inbox, live, seals, payouts }
 }

@@ -10,6 +10,7 @@ import '../gifts/schema.js'
 import '../recharge/schema.js'
 import '../live/schema.js'
 import '../payouts/schema.js'
+import '../audit/integrity-schema.js'
 
 // One import per capability's GraphQL file; the builder collects them.
 
