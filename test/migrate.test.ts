@@ -28,7 +28,7 @@ describe.skipIf(!onPostgres)('migrations (PostgreSQL)', () => {
         ),
       )
       expect(Number(applied[0]?.n)).toBeGreaterThanOrEqual(3)
-      expect(accounts[0]?.n).toBe('16') // 4 coin accounts + 6 per currency × 2 currencies
+      expect(accounts[0]?.n).toBe('18') // 4 coin accounts + 7 per currency × 2 currencies
     } finally {
       await Promise.all(instances.map((d) => d.close()))
       await admin.unsafe(`drop database if exists ${name} with (force)`)
