@@ -1,10 +1,16 @@
-import { and, eq, sql } from 'drizzle-orm'
-import type { Db } from '../db/client.js'
+import { and, eq, inArray, sql } from 'drizzle-orm'
+import type { Db, Tx } from '../db/client.js'
 import { rowsOf } from '../db/rows.js'
 import { webhookEvents } from '../db/schema.js'
 import { DomainError } from '../graphql/errors.js'
-import { type ProviderEvent, type ProviderName, WebhookVerificationError } from '../payments/types.js'
-import type { RechargeService } from './service.js'
+import {
+  type PaymentGateway,
+  type ProviderEvent,
+  type ProviderName,
+  type ProviderPayment,
+  WebhookVerificationError,
+} from '../payments/types.js'
+import type { RechargeOrder, RechargeService } from './service.js'
 
 // Webhooks are never acted on directly: a verified event is stored in the
 // inbox (unique per provider and event id) and acknowledged at once; a worker
@@ -127,19 +133,74 @@ export class WebhookInbox {
     for (;;) {
       const claimed = await this.claim()
       if (claimed.length === 0) return handled
-      // Events mostly wait (on the provider, on a commit): handle several at
-      // once. Events of one order serialize on the order's row lock.
-      const queue = [...claimed]
-      const worker = async () => {
-        for (let row = queue.shift(); row; row = queue.shift()) {
-          await this.processOne(row)
-          handled++
-        }
-      }
-      await Promise.all(
-        Array.from({ length: Math.min(INBOX_LIMITS.processConcurrency, queue.length) }, worker),
-      )
+      await this.processBatch(claimed)
+      handled += claimed.length
     }
+  }
+
+  /**
+   * A claimed batch. Events that only settle an order (a payment succeeded or
+   * failed, a refund) are settled together: their orders found in one query,
+   * each order's payment re-read from the provider once, then one database
+   * transaction settles them all and marks the events processed (one commit
+   * for the batch, one lock per hot platform account). The rest — disputes,
+   * a PayPal approval to capture, an event whose order or payment cannot be
+   * had, or a group that failed — go one event at a time, with retries and
+   * backoff, so that only the culprit is retried.
+   */
+  private async processBatch(rows: InboxRow[]): Promise<void> {
+    const { groups, single } = await this.group(rows)
+    const paid: { order: RechargeOrder; payment: ProviderPayment; rows: InboxRow[] }[] = []
+    await eachLimited([...groups.values()], INBOX_LIMITS.processConcurrency, async (group) => {
+      try {
+        const payment = await group.gateway.retrievePayment(group.order.providerReference as string)
+        paid.push({ order: group.order, payment, rows: group.rows })
+      } catch {
+        single.push(...group.rows) // the single path records the error and backs off
+      }
+    })
+    if (paid.length > 0) {
+      const settled = paid.flatMap((p) => p.rows)
+      try {
+        await this.recharge.settleMany(paid, (tx) => markProcessed(tx, settled))
+      } catch {
+        single.push(...settled)
+      }
+    }
+    await eachLimited(single, INBOX_LIMITS.processConcurrency, (row) => this.processOne(row))
+  }
+
+  /** Sorts a batch into groups by order (events that only settle) and events for the single path. */
+  private async group(rows: InboxRow[]): Promise<{ groups: Map<string, OrderGroup>; single: InboxRow[] }> {
+    const single: InboxRow[] = []
+    const settling: { row: InboxRow; event: ProviderEvent }[] = []
+    for (const row of rows) {
+      let event: ProviderEvent
+      try {
+        event = toEvent(row)
+      } catch {
+        single.push(row)
+        continue
+      }
+      if (event.dispute || event.type === 'CHECKOUT.ORDER.APPROVED') single.push(row)
+      else settling.push({ row, event })
+    }
+    const orders = await this.recharge.ordersFor(
+      settling.map(({ row, event }) => ({ provider: row.provider, event })),
+    )
+    const groups = new Map<string, OrderGroup>()
+    settling.forEach(({ row }, i) => {
+      const order = orders[i]
+      const gateway = order ? this.recharge.gateway(order.provider) : undefined
+      if (!order || order.providerReference === null || !gateway) {
+        single.push(row)
+        return
+      }
+      const group = groups.get(order.id)
+      if (group) group.rows.push(row)
+      else groups.set(order.id, { order, gateway, rows: [row] })
+    })
+    return { groups, single }
   }
 
   /** Claims due events with a lease, so that several workers (instances) never process one twice at once. */
@@ -259,4 +320,36 @@ function deserialize(m: SerializedEvent, row: InboxRow): ProviderEvent {
     dispute: m.dispute ? { ...m.dispute, amountMinor: BigInt(m.dispute.amountMinor) } : null,
     payload: row.payload,
   }
+}
+
+/** The events of one order in a batch, settled once against one re-read of its payment. */
+interface OrderGroup {
+  order: RechargeOrder
+  gateway: PaymentGateway
+  rows: InboxRow[]
+}
+
+async function markProcessed(tx: Tx, rows: readonly InboxRow[]): Promise<void> {
+  await tx
+    .update(webhookEvents)
+    .set({ status: 'processed', processedAt: sql`now()`, leaseUntil: null, lastError: null })
+    .where(
+      inArray(
+        webhookEvents.id,
+        rows.map((r) => r.id),
+      ),
+    )
+}
+
+/** Runs `work` over `items`, at most `limit` at a time. */
+async function eachLimited<T>(
+  items: readonly T[],
+  limit: number,
+  work: (item: T) => Promise<void>,
+): Promise<void> {
+  let next = 0
+  const worker = async () => {
+    while (next < items.length) await work(items[next++] as T)
+  }
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
 }

@@ -1,4 +1,4 @@
-import { and, eq, sql } from 'drizzle-orm'
+import { and, eq, inArray, or, sql } from 'drizzle-orm'
 import type { Db, Tx } from '../db/client.js'
 import { coinPackagePrices, coinPackages, rechargeOrders } from '../db/schema.js'
 import { isUuid } from '../db/uuid.js'
@@ -223,7 +223,35 @@ export class RechargeService {
       (await callProvider(() =>
         this.requireGateway(order.provider).retrievePayment(order.providerReference as string),
       ))
+    await this.ensureAccounts([order])
     return this.inTx((tx, posted) => this.settleInTx(tx, order.id, payment, posted))
+  }
+
+  /**
+   * Settles several orders in one database transaction: each order locked
+   * (in id order), all their postings in one ledger batch (one lock per hot
+   * platform account for the lot, one commit), then `alongside` (the inbox
+   * marks its events processed in the same commit). Throws if any posting is
+   * refused; nothing is written then, and the caller settles them one by one.
+   */
+  async settleMany(
+    items: readonly { order: RechargeOrder; payment: ProviderPayment }[],
+    alongside?: (tx: Tx) => Promise<void>,
+  ): Promise<RechargeOrder[]> {
+    if (items.length === 0) return []
+    await this.ensureAccounts(items.map((i) => i.order))
+    const payments = new Map(items.map((i) => [i.order.id, i.payment]))
+    return this.inTx(async (tx, posted) => {
+      const orders = await tx
+        .select()
+        .from(rechargeOrders)
+        .where(inArray(rechargeOrders.id, [...payments.keys()]))
+        .orderBy(rechargeOrders.id)
+        .for('update')
+      const settled = await this.applySettles(tx, orders, payments, posted)
+      if (alongside) await alongside(tx)
+      return settled
+    })
   }
 
   private async settleInTx(
@@ -235,64 +263,63 @@ export class RechargeService {
     // The order row is the lock that serializes every path for this order.
     const [order] = await tx.select().from(rechargeOrders).where(eq(rechargeOrders.id, orderId)).for('update')
     if (!order) throw new Error(`recharge: no order ${orderId}`)
-    const changes: Partial<typeof rechargeOrders.$inferInsert> = {}
-
-    if (payment.state === 'succeeded') {
-      const mismatch = mismatchOf(order, payment)
-      if (mismatch) {
-        // Flagged for an operator, never credited.
-        if (order.mismatch !== mismatch) Object.assign(changes, { mismatch })
-      } else if (order.creditTransactionId === null) {
-        const credit = await this.post(tx, creditRequest(order, payment), posted)
-        Object.assign(changes, {
-          creditTransactionId: credit,
-          status: 'succeeded' as const,
-          completedAt: sql`clock_timestamp()`,
-          feeMinor: payment.feeMinor,
-          captureId: payment.captureId,
-        })
-      } else if (order.feeMinor === null && payment.feeMinor !== null && payment.feeMinor > 0n) {
-        await this.post(tx, feeRequest(order, payment.feeMinor), posted)
-        Object.assign(changes, { feeMinor: payment.feeMinor })
-      }
-      const credited = order.creditTransactionId !== null || changes.creditTransactionId !== undefined
-      // While a dispute is open, money the provider takes back (PayPal reports a
-      // reversal as a refund) is the dispute's to settle: its hold already has the coins.
-      const disputeOpen = order.disputeStatus === 'open'
-      if (credited && !disputeOpen && payment.refundedMinor > order.refundedMinor) {
-        const target = payment.refundedMinor > order.priceMinor ? order.priceMinor : payment.refundedMinor
-        const clawed = coinsFor(order, target)
-        await this.post(tx, refundRequest(order, target, clawed - order.clawedBackCoins), posted)
-        Object.assign(changes, {
-          refundedMinor: target,
-          clawedBackCoins: clawed,
-          status: target >= order.priceMinor ? ('refunded' as const) : ('partially_refunded' as const),
-        })
-      }
-    } else if (order.status === 'pending' && (payment.state === 'failed' || payment.state === 'canceled')) {
-      Object.assign(changes, { status: payment.state })
-    }
-
-    if (Object.keys(changes).length === 0) return order
-    const [updated] = await tx
-      .update(rechargeOrders)
-      .set({ ...changes, updatedAt: sql`now()` })
-      .where(eq(rechargeOrders.id, order.id))
-      .returning()
-    return updated as RechargeOrder
+    const [settled] = await this.applySettles(tx, [order], new Map([[order.id, payment]]), posted)
+    return settled as RechargeOrder
   }
 
-  /** Creates (and commits) every account an order's postings may touch, before its transaction opens. */
-  private async ensureAccounts(order: RechargeOrder): Promise<void> {
-    await this.ledger.accounts.resolve(this.db, [
-      userWallet(order.userId),
-      userCoinDebt(order.userId),
-      platform.coinsIssued,
-      platform.promotions,
-      clearing(order),
-      platform.deferredRevenue(order.currency),
-      platform.providerFees(order.currency),
-    ])
+  /** Plans each locked order against its payment, posts every plan's postings in one batch, updates the orders. */
+  private async applySettles(
+    tx: Tx,
+    orders: readonly RechargeOrder[],
+    payments: ReadonlyMap<string, ProviderPayment>,
+    posted: PostedTransaction[],
+  ): Promise<RechargeOrder[]> {
+    const plans = orders.map((order) => ({
+      order,
+      plan: planSettle(order, payments.get(order.id) as ProviderPayment),
+    }))
+    const requests = plans.flatMap(({ plan }) => plan.postings)
+    const prepared = []
+    for (const request of requests) prepared.push(await this.ledger.prepare(request, null, tx))
+    const results = prepared.length > 0 ? await this.ledger.postInTx(tx, prepared) : []
+    const ids = results.map((result) => {
+      if (!result.ok) throw result.error
+      if (!result.value.replayed) posted.push(result.value.transaction)
+      return result.value.transaction.id
+    })
+
+    const changed: { order: RechargeOrder; next: RechargeOrder; completes: boolean }[] = []
+    let at = 0
+    for (const { order, plan } of plans) {
+      const planIds = ids.slice(at, at + plan.postings.length)
+      at += plan.postings.length
+      const changes: Partial<RechargeOrder> = { ...plan.changes }
+      if (plan.creditIndex !== null) changes.creditTransactionId = planIds[plan.creditIndex] as bigint
+      if (Object.keys(changes).length > 0)
+        changed.push({ order, next: { ...order, ...changes }, completes: plan.creditIndex !== null })
+    }
+    const updated = await updateOrders(tx, changed)
+    return orders.map((order) => updated.get(order.id) ?? order)
+  }
+
+  /**
+   * Creates (and commits) every account the orders' postings may touch, before
+   * their transaction opens: an account created inside a transaction that
+   * then rolls back would stay in the ledger's account cache.
+   */
+  private async ensureAccounts(orders: readonly RechargeOrder[]): Promise<void> {
+    await this.ledger.accounts.resolve(
+      this.db,
+      orders.flatMap((order) => [
+        userWallet(order.userId),
+        userCoinDebt(order.userId),
+        platform.coinsIssued,
+        platform.promotions,
+        clearing(order),
+        platform.deferredRevenue(order.currency),
+        platform.providerFees(order.currency),
+      ]),
+    )
   }
 
   /** Posts inside the order's transaction; the accounts exist already (ensureAccounts). */
@@ -374,7 +401,7 @@ export class RechargeService {
       })
     }
     // Lost: the money goes back to the buyer, the coins come back to us.
-    await this.ensureAccounts(order)
+    await this.ensureAccounts([order])
     let heldCoins = 0n
     if (holdId !== null) heldCoins = (await this.ledger.postHold(holdId)).transaction.entries[0]?.amount ?? 0n
     return this.inTx(async (tx, posted) => {
@@ -501,6 +528,45 @@ export class RechargeService {
     )
   }
 
+  /**
+   * The orders a batch of provider events are about (index-aligned; undefined
+   * where none is found this way): by our id when the event carries it, else
+   * by the provider's payment reference. One query per provider.
+   */
+  async ordersFor(
+    items: readonly { provider: ProviderName; event: ProviderEvent }[],
+  ): Promise<(RechargeOrder | undefined)[]> {
+    const byId = new Map<string, RechargeOrder>()
+    const byReference = new Map<string, RechargeOrder>()
+    for (const provider of new Set(items.map((i) => i.provider))) {
+      const mine = items.filter((i) => i.provider === provider)
+      const ids = mine.flatMap(({ event }) => (event.orderId && isUuid(event.orderId) ? [event.orderId] : []))
+      const references = mine.flatMap(({ event }) => (event.paymentReference ? [event.paymentReference] : []))
+      if (ids.length === 0 && references.length === 0) continue
+      const rows = await this.db
+        .select()
+        .from(rechargeOrders)
+        .where(
+          and(
+            eq(rechargeOrders.provider, provider),
+            or(
+              ids.length > 0 ? inArray(rechargeOrders.id, ids) : undefined,
+              references.length > 0 ? inArray(rechargeOrders.providerReference, references) : undefined,
+            ),
+          ),
+        )
+      for (const row of rows) {
+        byId.set(row.id, row)
+        if (row.providerReference) byReference.set(`${provider}:${row.providerReference}`, row)
+      }
+    }
+    return items.map(
+      ({ provider, event }) =>
+        (event.orderId ? byId.get(event.orderId) : undefined) ??
+        (event.paymentReference ? byReference.get(`${provider}:${event.paymentReference}`) : undefined),
+    )
+  }
+
   /** The order a provider event is about: by our id when the event carries it, else by the provider's reference. */
   async orderFor(provider: ProviderName, event: ProviderEvent): Promise<RechargeOrder | undefined> {
     if (event.orderId && isUuid(event.orderId)) {
@@ -522,6 +588,92 @@ export class RechargeService {
 }
 
 // ---- pure parts: what each posting is --------------------------------------
+
+/** What settling an order against the provider's payment posts and changes. */
+export interface SettlePlan {
+  postings: PostingRequest[]
+  /** The order's new values, except the credit's transaction id. */
+  changes: Partial<RechargeOrder>
+  /** Which of `postings` is the credit (its transaction id goes on the order), if any. */
+  creditIndex: number | null
+}
+
+/**
+ * The settle step's decisions, for an order locked as it is now: credit a
+ * paid order once (never if the amount or currency differs from the
+ * snapshot: that is flagged), book a fee reported later, claw back refunds
+ * beyond those already applied, and record a failure or cancellation.
+ */
+export function planSettle(order: RechargeOrder, payment: ProviderPayment): SettlePlan {
+  const plan: SettlePlan = { postings: [], changes: {}, creditIndex: null }
+  if (payment.state === 'succeeded') {
+    const mismatch = mismatchOf(order, payment)
+    if (mismatch) {
+      // Flagged for an operator, never credited.
+      if (order.mismatch !== mismatch) plan.changes.mismatch = mismatch
+    } else if (order.creditTransactionId === null) {
+      plan.creditIndex = plan.postings.push(creditRequest(order, payment)) - 1
+      Object.assign(plan.changes, {
+        status: 'succeeded' as const,
+        feeMinor: payment.feeMinor,
+        captureId: payment.captureId,
+      })
+    } else if (order.feeMinor === null && payment.feeMinor !== null && payment.feeMinor > 0n) {
+      plan.postings.push(feeRequest(order, payment.feeMinor))
+      plan.changes.feeMinor = payment.feeMinor
+    }
+    const credited = order.creditTransactionId !== null || plan.creditIndex !== null
+    // While a dispute is open, money the provider takes back (PayPal reports a
+    // reversal as a refund) is the dispute's to settle: its hold already has the coins.
+    const disputeOpen = order.disputeStatus === 'open'
+    if (credited && !disputeOpen && payment.refundedMinor > order.refundedMinor) {
+      const target = payment.refundedMinor > order.priceMinor ? order.priceMinor : payment.refundedMinor
+      const clawed = coinsFor(order, target)
+      plan.postings.push(refundRequest(order, target, clawed - order.clawedBackCoins))
+      Object.assign(plan.changes, {
+        refundedMinor: target,
+        clawedBackCoins: clawed,
+        status: target >= order.priceMinor ? ('refunded' as const) : ('partially_refunded' as const),
+      })
+    }
+  } else if (order.status === 'pending' && (payment.state === 'failed' || payment.state === 'canceled')) {
+    plan.changes.status = payment.state
+  }
+  return plan
+}
+
+/** Writes the settled orders' new values in one statement; returns them as now stored, by id. */
+async function updateOrders(
+  tx: Tx,
+  changed: readonly { next: RechargeOrder; completes: boolean }[],
+): Promise<Map<string, RechargeOrder>> {
+  if (changed.length === 0) return new Map()
+  const column = (pick: (o: RechargeOrder) => string | bigint | null) =>
+    sql.param(changed.map(({ next }) => pick(next)?.toString() ?? null))
+  await tx.execute(sql`
+    update recharge_orders o
+       set status = v.status::recharge_status, mismatch = v.mismatch, credit_transaction_id = v.credit::bigint,
+           fee_minor = v.fee::bigint, capture_id = v.capture, refunded_minor = v.refunded::bigint,
+           clawed_back_coins = v.clawed::bigint, updated_at = now(),
+           completed_at = case when v.completes::boolean then clock_timestamp() else o.completed_at end
+      from unnest(${column((o) => o.id)}::uuid[], ${column((o) => o.status)}::text[], ${column((o) => o.mismatch)}::text[],
+                  ${column((o) => o.creditTransactionId)}::text[], ${column((o) => o.feeMinor)}::text[],
+                  ${column((o) => o.captureId)}::text[], ${column((o) => o.refundedMinor)}::text[],
+                  ${column((o) => o.clawedBackCoins)}::text[],
+                  ${sql.param(changed.map((c) => String(c.completes)))}::text[])
+        as v(id, status, mismatch, credit, fee, capture, refunded, clawed, completes)
+     where o.id = v.id`)
+  const rows = await tx
+    .select()
+    .from(rechargeOrders)
+    .where(
+      inArray(
+        rechargeOrders.id,
+        changed.map(({ next }) => next.id),
+      ),
+    )
+  return new Map(rows.map((row) => [row.id, row]))
+}
 
 export function checkoutOf(order: RechargeOrder): Checkout {
   return {
