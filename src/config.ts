@@ -134,8 +134,15 @@ const envSchema = z
         message: 'must be at least PAYOUT_MIN_COINS',
       })
     }
-    // The smallest payout must be worth something: at least one minor unit.
+    // The smallest payout must be worth something (one minor unit), the largest must fit a bigint column.
     const { numerator, denominator } = env.PAYOUT_RATE
+    if ((BigInt(env.PAYOUT_DAILY_CAP_COINS) * numerator) / denominator > 1n << 62n) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['PAYOUT_RATE'],
+        message: 'makes a day’s payouts too large to count',
+      })
+    }
     if ((BigInt(env.PAYOUT_MIN_COINS) * numerator) / denominator < 1n) {
       ctx.addIssue({
         code: 'custom',

@@ -1,4 +1,7 @@
+import { readFileSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
 import { sql } from 'drizzle-orm'
+import { buildSchema, type GraphQLNamedType, getNamedType, isObjectType } from 'graphql'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { rowsOf } from '../src/db/rows.js'
 import { creatorEarnings, platform } from '../src/ledger/index.js'
@@ -512,6 +515,36 @@ describe('payouts', () => {
     it('leaves the books balanced', async () => {
       await expectBooksBalanced(w)
     })
+  })
+})
+
+describe('the schema', () => {
+  it('reaches payout requests only through your earnings, the admins’ queue and the payout mutations', () => {
+    const schema = buildSchema(
+      readFileSync(fileURLToPath(new URL('../schema.graphql', import.meta.url)), 'utf8'),
+    )
+    const carriesPayouts = (named: GraphQLNamedType): boolean => {
+      if (named.name === 'Payout') return true
+      if (!isObjectType(named) || !named.name.endsWith('Connection')) return false
+      const edge = getNamedType(named.getFields().edges?.type ?? named)
+      return isObjectType(edge) && getNamedType(edge.getFields().node?.type ?? edge).name === 'Payout'
+    }
+    const ways: string[] = []
+    for (const type of Object.values(schema.getTypeMap())) {
+      if (!isObjectType(type) || type.name.startsWith('__')) continue
+      for (const field of Object.values(type.getFields())) {
+        if (carriesPayouts(getNamedType(field.type))) ways.push(`${type.name}.${field.name}`)
+      }
+    }
+    expect(ways.sort()).toEqual([
+      'ApprovePayoutPayload.payout',
+      'Earnings.payouts',
+      'EarningsPayoutsConnectionEdge.node',
+      'Query.payoutRequests',
+      'QueryPayoutRequestsConnectionEdge.node',
+      'RejectPayoutPayload.payout',
+      'RequestPayoutPayload.payout',
+    ])
   })
 })
 
