@@ -19,7 +19,11 @@ import type { RechargeOrder, RechargeService } from './service.js'
 
 export const INBOX_LIMITS = {
   claimBatchMax: 50,
-  /** Events processed at once per process (each may hold a pooled connection while it settles). */
+  /** Claimed batches processed at once per process (each settles in one transaction). */
+  batchesInFlight: 3,
+  /** Provider re-reads at once per batch (they wait on the provider, not on us). */
+  fetchConcurrency: 16,
+  /** Events processed one by one at once per batch (each may hold a pooled connection while it settles). */
   processConcurrency: 8,
   attemptsMax: 8,
   backoffBaseMs: 1_000,
@@ -127,15 +131,23 @@ export class WebhookInbox {
     while (this.draining) await this.draining
   }
 
-  /** Processes due events until none is left; returns how many were handled. */
+  /**
+   * Processes due events until none is left; returns how many were handled.
+   * Several batches are in flight at once, so that one batch's provider
+   * re-reads overlap another's commit (claims never overlap: leases, skip locked).
+   */
   async drain(): Promise<number> {
     let handled = 0
-    for (;;) {
-      const claimed = await this.claim()
-      if (claimed.length === 0) return handled
-      await this.processBatch(claimed)
-      handled += claimed.length
+    const worker = async () => {
+      for (;;) {
+        const claimed = await this.claim()
+        if (claimed.length === 0) return
+        await this.processBatch(claimed)
+        handled += claimed.length
+      }
     }
+    await Promise.all(Array.from({ length: INBOX_LIMITS.batchesInFlight }, worker))
+    return handled
   }
 
   /**
@@ -151,7 +163,7 @@ export class WebhookInbox {
   private async processBatch(rows: InboxRow[]): Promise<void> {
     const { groups, single } = await this.group(rows)
     const paid: { order: RechargeOrder; payment: ProviderPayment; rows: InboxRow[] }[] = []
-    await eachLimited([...groups.values()], INBOX_LIMITS.processConcurrency, async (group) => {
+    await eachLimited([...groups.values()], INBOX_LIMITS.fetchConcurrency, async (group) => {
       try {
         const payment = await group.gateway.retrievePayment(group.order.providerReference as string)
         paid.push({ order: group.order, payment, rows: group.rows })
