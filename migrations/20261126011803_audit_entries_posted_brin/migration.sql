@@ -1,0 +1,1 @@
+CREATE INDEX "ledger_entries_posted_at_brin" ON "ledger_entries" USING brin ("posted_at");
