@@ -78,7 +78,8 @@ export const ledgerTransactions = pgTable(
   },
   (t) => [
     uniqueIndex('ledger_transactions_idempotency_key').on(t.idempotencyKey),
-    uniqueIndex('ledger_transactions_reverses_once').on(t.reversesId),
+    // Partial: most transactions reverse nothing, and their inserts skip this index.
+    uniqueIndex('ledger_transactions_reverses_once').on(t.reversesId).where(sql`${t.reversesId} is not null`),
     index('ledger_transactions_posted_at_idx').on(t.postedAt),
     index('ledger_transactions_kind_idx').on(t.kind, t.id),
     check('ledger_transactions_kind_format', sql`${t.kind} ~ '^[a-z][a-z_]{1,39}$'`),

@@ -1,0 +1,2 @@
+DROP INDEX "ledger_transactions_reverses_once";--> statement-breakpoint
+CREATE UNIQUE INDEX "ledger_transactions_reverses_once" ON "ledger_transactions" ("reverses_id") WHERE "reverses_id" is not null;
