@@ -421,6 +421,8 @@ export const webhookEvents = pgTable(
   (t) => [
     uniqueIndex('webhook_events_provider_event').on(t.provider, t.eventId),
     index('webhook_events_due_idx').on(t.nextAttemptAt).where(sql`${t.status} = 'pending'`),
+    // The parked events (GET /metrics counts them at every scrape): tiny, where a scan would read every event.
+    index('webhook_events_parked_idx').on(t.receivedAt).where(sql`${t.status} = 'parked'`),
   ],
 )
 

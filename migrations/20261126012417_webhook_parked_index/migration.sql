@@ -1,0 +1,1 @@
+CREATE INDEX "webhook_events_parked_idx" ON "webhook_events" ("received_at") WHERE "status" = 'parked';
