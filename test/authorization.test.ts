@@ -4,7 +4,14 @@ import { eq, sql } from 'drizzle-orm'
 import { buildSchema, type GraphQLSchema, getNamedType, isInputObjectType, isObjectType } from 'graphql'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { signToken } from '../src/auth/tokens.js'
-import { coinPackagePrices, coinPackages, gifts, users } from '../src/db/schema.js'
+import {
+  coinPackagePrices,
+  coinPackages,
+  gifts,
+  ledgerEntries,
+  rechargeOrders,
+  users,
+} from '../src/db/schema.js'
 import type { UserErrorCode } from '../src/graphql/errors.js'
 import { schema as builtSchema } from '../src/graphql/schema.js'
 import { creatorEarnings, type PostedTransaction, platform, userWallet } from '../src/ledger/index.js'
@@ -62,6 +69,7 @@ const PUBLIC = cells('ok', 'ok', 'ok', 'ok', 'ok')
 const SIGNED_IN = cells(U, 'ok', 'ok', 'ok', 'ok')
 const CREATORS = cells(U, F, 'ok', F, F)
 const ADMINS = cells(U, F, F, F, 'ok')
+const ACCOUNTANTS = cells(U, F, F, 'ok', F)
 
 interface Cell {
   column: Column
@@ -105,7 +113,7 @@ let rose: string
 const fixture = {} as Record<
   'giftEdit' | 'giftRetire' | 'giftOff' | 'packageEdit' | 'packageRetire' | 'packageOff',
   string
->
+> & { unpaidCredit?: string }
 
 /** Distinct balances and limits, so that someone else's data could not pass for the caller's. */
 const GRANTED: Record<Exclude<Role, 'anonymous'>, number> = {
@@ -133,6 +141,30 @@ async function coinsOf(userId: string): Promise<number> {
 }
 async function earningsOf(userId: string): Promise<number> {
   return Number((await app.services.ledger.balance(creatorEarnings(userId))).balance)
+}
+/** The id of a user's wallet account in the ledger. */
+async function accountIdOf(userId: string): Promise<string> {
+  return (await app.services.ledger.balance(userWallet(userId))).account.id.toString()
+}
+/** A recharge order the provider says is paid, with no credit: what the reconciliation report must show. */
+async function paidButNotCredited(): Promise<string> {
+  const [pkg] = await app.database.db.select().from(coinPackages).where(eq(coinPackages.sku, 'coins_70'))
+  const [order] = await app.database.db
+    .insert(rechargeOrders)
+    .values({
+      userId: bob.userId,
+      packageId: pkg?.id ?? '',
+      provider: 'stripe',
+      status: 'succeeded',
+      coins: 70n,
+      bonusCoins: 0n,
+      priceMinor: 99n,
+      currency: 'USD',
+      idempotencyKey: key(),
+      providerReference: `pi_authz_${keyCounter}`,
+    })
+    .returning({ id: rechargeOrders.id })
+  return order?.id ?? ''
 }
 async function limitOf(userId: string): Promise<number | null> {
   const [row] = await app.database.db
@@ -792,6 +824,174 @@ const ROWS: Row[] = [
       expect(report.checkedAccounts).toBeGreaterThan(0)
     },
   },
+  // ---- audit: the journal, accounts, statements, trial balance, reconciliation: accountants only
+  {
+    name: 'ledgerTransactions (grants to the accountant’s wallet)',
+    covers: ['Query.ledgerTransactions'],
+    root: 'ledgerTransactions',
+    document: `query($filter: LedgerTransactionFilter) { ledgerTransactions(filter: $filter, first: 10) {
+      edges { cursor node { id kind idempotencyKey description reverses { id }
+        entries { account { code } direction amount currency balanceAfter } } }
+      pageInfo { hasNextPage } } }`,
+    variables: async () => ({
+      filter: { kind: 'grant', accountId: await accountIdOf(actors.accountant.userId) },
+    }),
+    select: (d) => d.ledgerTransactions,
+    expect: ACCOUNTANTS,
+    check: async (connection) => {
+      // The accountant's wallet had one grant: the welcome one.
+      expect(connection.edges.map((e: any) => e.node)).toEqual([
+        {
+          id: expect.any(String),
+          kind: 'grant',
+          idempotencyKey: expect.stringMatching(/^grant:authz-/),
+          description: `Promotional coins: ${grantReason('accountant')}`,
+          reverses: null,
+          entries: [
+            {
+              account: { code: platform.promotions },
+              direction: 'DEBIT',
+              amount: 3_000,
+              currency: 'COIN',
+              balanceAfter: expect.any(Number),
+            },
+            {
+              account: { code: userWallet(actors.accountant.userId).code },
+              direction: 'CREDIT',
+              amount: 3_000,
+              currency: 'COIN',
+              balanceAfter: 3_000,
+            },
+          ],
+        },
+      ])
+      expect(connection.pageInfo.hasNextPage).toBe(false)
+    },
+  },
+  {
+    name: 'ledgerTransaction(id) (the viewer’s welcome grant)',
+    covers: ['Query.ledgerTransaction'],
+    root: 'ledgerTransaction',
+    document: `query($id: ID!) { ledgerTransaction(id: $id) { id kind metadata reversedBy { id }
+      entries { account { code } direction amount } } }`,
+    variables: async ({ memo }) => {
+      const wallet = await accountIdOf(actors.viewer.userId)
+      const [first] = await app.database.db
+        .select({ transactionId: ledgerEntries.transactionId })
+        .from(ledgerEntries)
+        .where(sql`${ledgerEntries.accountId} = ${wallet} and ${ledgerEntries.accountSeq} = 1`)
+      memo.id = first?.transactionId.toString()
+      return { id: memo.id }
+    },
+    select: (d) => d.ledgerTransaction,
+    expect: ACCOUNTANTS,
+    check: async (transaction, { memo }) => {
+      expect(transaction).toMatchObject({ id: memo.id, kind: 'grant', reversedBy: null })
+      expect(JSON.parse(transaction.metadata)).toMatchObject({
+        reason: grantReason('viewer'),
+        userId: actors.viewer.userId,
+      })
+      expect(transaction.entries).toContainEqual({
+        account: { code: userWallet(actors.viewer.userId).code },
+        direction: 'CREDIT',
+        amount: 1_000,
+      })
+    },
+  },
+  {
+    name: 'ledgerAccounts (one creator’s accounts)',
+    covers: ['Query.ledgerAccounts'],
+    root: 'ledgerAccounts',
+    document: `query($filter: LedgerAccountFilter) { ledgerAccounts(filter: $filter, first: 10) {
+      edges { node { id code type currency balance } } pageInfo { hasNextPage } } }`,
+    variables: () => ({ filter: { codePrefix: `user:${actors.creator.userId}:` } }),
+    select: (d) => d.ledgerAccounts,
+    expect: ACCOUNTANTS,
+    check: async (connection) => {
+      const accounts = connection.edges.map((e: any) => e.node)
+      const earnings = accounts.find((a: any) => a.code === creatorEarnings(actors.creator.userId).code)
+      expect(earnings).toMatchObject({
+        type: 'LIABILITY',
+        currency: 'COIN',
+        balance: await earningsOf(actors.creator.userId),
+      })
+      expect(earnings.balance).toBeGreaterThan(0)
+      const wallet = accounts.find((a: any) => a.code === userWallet(actors.creator.userId).code)
+      expect(wallet.balance).toBe(await coinsOf(actors.creator.userId))
+      expect(accounts.every((a: any) => a.code.startsWith(`user:${actors.creator.userId}:`))).toBe(true)
+    },
+  },
+  {
+    name: 'ledgerAccount(id) (bob’s wallet: statement and balanceAt)',
+    covers: ['Query.ledgerAccount'],
+    root: 'ledgerAccount',
+    document: `query($id: ID!, $at: DateTime) { ledgerAccount(id: $id) { id code balance balanceAt(at: $at)
+      entries(first: 100) { edges { node { direction amount balanceAfter } } pageInfo { hasNextPage } } } }`,
+    variables: async () => ({ id: await accountIdOf(bob.userId), at: '2000-01-01T00:00:00Z' }),
+    select: (d) => d.ledgerAccount,
+    expect: ACCOUNTANTS,
+    check: async (account) => {
+      expect(account.code).toBe(userWallet(bob.userId).code)
+      expect(account.balance).toBe(await coinsOf(bob.userId))
+      expect(account.balanceAt).toBe(0)
+      const entries = account.entries.edges.map((e: any) => e.node)
+      expect(entries[0]).toEqual({ direction: 'CREDIT', amount: 500, balanceAfter: 500 })
+      let running = 0
+      for (const e of entries) {
+        running += e.direction === 'CREDIT' ? e.amount : -e.amount
+        expect(e.balanceAfter).toBe(running)
+      }
+      expect(running).toBe(account.balance)
+      expect(account.entries.pageInfo.hasNextPage).toBe(false)
+    },
+  },
+  {
+    name: 'trialBalance',
+    covers: ['Query.trialBalance'],
+    root: 'trialBalance',
+    document: `query { trialBalance { asOf balanced lines { account { code currency } debits credits balance }
+      totals { currency debits credits balanced } } }`,
+    select: (d) => d.trialBalance,
+    expect: ACCOUNTANTS,
+    check: async (tb) => {
+      expect(tb.balanced).toBe(true)
+      const coin = tb.totals.find((t: any) => t.currency === 'COIN')
+      expect(coin).toMatchObject({ balanced: true })
+      expect(coin.debits).toBe(coin.credits)
+      expect(coin.debits).toBeGreaterThan(10_000)
+      const wallet = tb.lines.find((l: any) => l.account.code === userWallet(actors.accountant.userId).code)
+      expect(wallet.balance).toBe(await coinsOf(actors.accountant.userId))
+      expect(wallet.credits).toBeGreaterThanOrEqual(3_000)
+    },
+  },
+  {
+    name: 'rechargeReconciliation',
+    covers: ['Query.rechargeReconciliation'],
+    root: 'rechargeReconciliation',
+    document: `query { rechargeReconciliation { checkedAt limitReached
+      discrepancies { kind message creditTransactionId recharge { id status coins price { amount currency } } } } }`,
+    // A paid order that was never credited, made once, before the first cell reads.
+    variables: async () => {
+      fixture.unpaidCredit ??= await paidButNotCredited()
+      return {}
+    },
+    select: (d) => d.rechargeReconciliation,
+    expect: ACCOUNTANTS,
+    check: async (report) => {
+      expect(report.limitReached).toBe(false)
+      expect(report.discrepancies).toContainEqual({
+        kind: 'PAYMENT_WITHOUT_CREDIT',
+        message: 'succeeded but not credited',
+        creditTransactionId: null,
+        recharge: {
+          id: fixture.unpaidCredit,
+          status: 'SUCCEEDED',
+          coins: 70,
+          price: { amount: 99, currency: 'USD' },
+        },
+      })
+    },
+  },
   // ---- subscriptions (over SSE here; WebSocket authorization in test/live.test.ts)
   {
     name: 'liveGifts (from the start)',
@@ -1122,8 +1322,10 @@ describe('the schema', () => {
         }
       }
     }
+    // LedgerTransactionFilter.accountId names a ledger account (accountants' filter), not a user.
     expect(found.sort()).toEqual([
       'GrantCoinsInput.userId',
+      'LedgerTransactionFilter.accountId',
       'SendGiftInput.creatorId',
       'SetCreatorShareInput.creatorId',
     ])

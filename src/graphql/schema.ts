@@ -9,6 +9,7 @@ import '../wallet/schema.js'
 import '../gifts/schema.js'
 import '../recharge/schema.js'
 import '../live/schema.js'
+import '../audit/schema.js'
 import '../payouts/schema.js'
 import '../audit/integrity-schema.js'
 

@@ -2,6 +2,7 @@ import { builder } from '../graphql/builder.js'
 import { DomainError, type UserError, UserErrorRef, withUserErrors } from '../graphql/errors.js'
 import { Money } from '../graphql/money.js'
 import { viewerOf, Wallet, type WalletShape } from '../wallet/schema.js'
+import { type ReconciliationFinding, type ReconciliationReportShape, reconciliationReport } from './report.js'
 import type { Checkout, RechargeOrder } from './service.js'
 
 export const PaymentProvider = builder.enumType('PaymentProvider', {
@@ -98,7 +99,57 @@ const ConfirmRechargePayload = builder.objectRef<ConfirmPayloadShape>('ConfirmRe
   }),
 })
 
+// ---- reconciliation: accountants read what does not add up ----------------------
+
+const RechargeDiscrepancyKind = builder.enumType('RechargeDiscrepancyKind', {
+  values: {
+    PAYMENT_WITHOUT_CREDIT: { description: 'The provider took the money; no coins were credited.' },
+    CREDIT_WITHOUT_PAYMENT: { description: 'Coins were credited; the order says it was not paid.' },
+    AMOUNT_MISMATCH: {
+      description: 'The provider’s amount or currency differs from the order: never credited.',
+    },
+  } as const,
+})
+
+const RechargeDiscrepancy = builder.objectRef<ReconciliationFinding>('RechargeDiscrepancy').implement({
+  description: 'A recharge whose books and payment disagree.',
+  fields: (t) => ({
+    kind: t.field({ type: RechargeDiscrepancyKind, resolve: (f) => f.kind }),
+    message: t.exposeString('message'),
+    recharge: t.field({ type: Recharge, resolve: (f) => f.order }),
+    creditTransactionId: t.id({
+      nullable: true,
+      description: 'The ledger transaction that credited its coins, if any (see ledgerTransaction).',
+      resolve: (f) => f.order.creditTransactionId?.toString() ?? null,
+    }),
+  }),
+})
+
+const RechargeReconciliation = builder
+  .objectRef<ReconciliationReportShape>('RechargeReconciliation')
+  .implement({
+    description:
+      'The reconciliation report: payments without credits, credits without payments, mismatches. Read from the orders as they stand; the settling runs in the background job.',
+    fields: (t) => ({
+      checkedAt: t.field({ type: 'DateTime', resolve: (r) => r.checkedAt }),
+      discrepancies: t.field({
+        type: [RechargeDiscrepancy],
+        description: 'Oldest order first; at most 1,000.',
+        resolve: (r) => r.findings,
+      }),
+      limitReached: t.exposeBoolean('limitReached', {
+        description: 'True when the list stopped at its maximum: there may be more.',
+      }),
+    }),
+  })
+
 builder.queryFields((t) => ({
+  rechargeReconciliation: t.field({
+    type: RechargeReconciliation,
+    description: 'Recharges whose books and payments disagree. Accountants only.',
+    authScopes: { accountant: true },
+    resolve: (_root, _args, ctx) => reconciliationReport(ctx.db, ctx.services.recharge),
+  }),
   recharge: t.field({
     type: Recharge,
     nullable: true,

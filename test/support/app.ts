@@ -32,6 +32,8 @@ export interface TestAppOptions {
   schema?: GraphQLSchema
   /** WebSocket keep-alive ping interval (live tests shorten it). */
   websocketKeepAliveMs?: number
+  /** The global after-check when the app stops (see books.ts); false only for books broken on purpose. */
+  booksCheck?: boolean
 }
 
 /**
@@ -41,7 +43,14 @@ export interface TestAppOptions {
  */
 export async function startTestApp(options: TestAppOptions = {}): Promise<TestApp> {
   const queries = new QueryLog()
-  const { database, config: databaseConfig, drop } = await createTestDatabase({ logger: queries })
+  const {
+    database,
+    config: databaseConfig,
+    drop,
+  } = await createTestDatabase({
+    logger: queries,
+    booksCheck: options.booksCheck,
+  })
   try {
     if (options.seed ?? true) await seedCatalog(database.db)
     const config = {
@@ -90,7 +99,7 @@ export async function startTestApp(options: TestAppOptions = {}): Promise<TestAp
       },
     }
   } catch (err) {
-    await drop()
+    await drop().catch(() => {})
     throw err
   }
 }

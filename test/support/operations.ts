@@ -131,3 +131,66 @@ export const CONFIRM_RECHARGE = `mutation ConfirmRecharge($rechargeId: ID!) {
 export const RECHARGE = `query Recharge($id: ID!) {
   recharge(id: $id) { id status provider providerReference coins price { amount currency } createdAt completedAt }
 }`
+
+// ---- accountants: audit ---------------------------------------------------
+
+export const TRIAL_BALANCE = `query TrialBalance($asOf: DateTime) {
+  trialBalance(asOf: $asOf) {
+    asOf
+    lines {
+      account { id code name type currency }
+      debits
+      credits
+      balance
+    }
+    totals { currency debits credits }
+  }
+}`
+
+export const JOURNAL = `query Journal($filter: LedgerTransactionFilter, $first: Int, $after: String) {
+  ledgerTransactions(filter: $filter, first: $first, after: $after) {
+    edges {
+      cursor
+      node {
+        id
+        kind
+        postedAt
+        idempotencyKey
+        description
+        reverses { id }
+        entries {
+          id
+          account { id code }
+          direction
+          amount
+          currency
+          balanceAfter
+        }
+      }
+    }
+    pageInfo { hasNextPage endCursor }
+  }
+}`
+
+export const ACCOUNT_STATEMENT = `query AccountStatement($id: ID!, $from: DateTime, $to: DateTime, $first: Int, $after: String) {
+  ledgerAccount(id: $id) {
+    id
+    code
+    currency
+    balance
+    balanceAt(at: $to)
+    entries(from: $from, to: $to, first: $first, after: $after) {
+      edges {
+        cursor
+        node {
+          id
+          direction
+          amount
+          balanceAfter
+          transaction { id kind postedAt }
+        }
+      }
+      pageInfo { hasNextPage endCursor }
+    }
+  }
+}`
