@@ -15,6 +15,7 @@ import { migrationsApplied } from '../db/migrate.js'
 import type { Context, Viewer } from '../graphql/context.js'
 import { schema as appSchema } from '../graphql/schema.js'
 import type { Services } from '../services.js'
+import { EXPORT_ROUTES, serveJournalExport } from './exports.js'
 import { LIVE_PAGE_PREFIX, serveLivePage } from './live-page.js'
 import { type ClientAddress, TokenBuckets, useMutationRateLimit } from './rate-limit.js'
 import { attachWebSocket } from './websocket.js'
@@ -196,6 +197,9 @@ export function buildApp({
     }
     const webhook = WEBHOOK_ROUTES.get(path)
     if (webhook) return handleWebhook(req, res, webhook)
+    // Journal exports for accountants, streamed (src/http/exports.ts).
+    const exportFormat = EXPORT_ROUTES.get(path)
+    if (exportFormat) return serveJournalExport(req, res, exportFormat, { database, services, logger })
     // The watch page of a stream (src/http/live-page.ts); unknown or malformed ids are 404.
     if (path.startsWith(LIVE_PAGE_PREFIX)) {
       if (await serveLivePage(req, res, path.slice(LIVE_PAGE_PREFIX.length), database)) return
