@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto'
 import { fc } from '@fast-check/vitest'
-import { sql } from 'drizzle-orm'
+import { eq, sql } from 'drizzle-orm'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { trialBalance } from '../src/audit/trial-balance.js'
 import { rowsOf } from '../src/db/rows.js'
+import { coinPackages, rechargeOrders } from '../src/db/schema.js'
 import {
   type AccountRef,
   creatorEarnings,
@@ -608,5 +609,78 @@ describe('authorization', () => {
     // The grant itself went through (the mutation ran; only the entries were withheld).
     const { me } = await viewer.ok('{ me { wallet { coins } } }')
     expect(me.wallet.coins).toBe(1)
+  })
+})
+
+// ---- the reconciliation report ----------------------------------------------------------------
+
+describe('rechargeReconciliation', () => {
+  it('lists payments without credits, credits without payments and mismatches, with their orders', async () => {
+    const db = app.database.db
+    const [pkg] = await db.select().from(coinPackages).where(eq(coinPackages.sku, 'coins_70'))
+    const buyer = await signIn(app, 'buyer')
+    const order = (
+      status: 'succeeded' | 'failed' | 'pending',
+      extra: Partial<typeof rechargeOrders.$inferInsert> = {},
+    ) => ({
+      userId: buyer.userId,
+      packageId: pkg?.id ?? '',
+      provider: 'stripe' as const,
+      status,
+      coins: 70n,
+      bonusCoins: 0n,
+      priceMinor: 99n,
+      currency: 'USD',
+      idempotencyKey: key('order'),
+      providerReference: `pi_${key('ref')}`,
+      ...extra,
+    })
+    const credit = await post(recharge(buyer.userId, 70n, 99n))
+    const rows = await db
+      .insert(rechargeOrders)
+      .values([
+        order('succeeded'),
+        order('failed', { creditTransactionId: BigInt(credit) }),
+        order('pending', { mismatch: 'amount 98, expected 99' }),
+        // Credited and paid: nothing to report.
+        order('succeeded', { creditTransactionId: BigInt(credit) }),
+      ])
+      .returning({ id: rechargeOrders.id })
+    const Q = `query { rechargeReconciliation { checkedAt limitReached
+      discrepancies { kind message creditTransactionId recharge { id status } } } }`
+    const { rechargeReconciliation: report } = await accountant.ok(Q)
+    expect(report.limitReached).toBe(false)
+    // One statement's orders: same creation time, so in id order.
+    expect(report.discrepancies.map((d: any) => d.recharge.id)).toEqual(
+      rows
+        .slice(0, 3)
+        .map((r) => r.id)
+        .sort(),
+    )
+    expect(report.discrepancies).toEqual(
+      expect.arrayContaining([
+        {
+          kind: 'PAYMENT_WITHOUT_CREDIT',
+          message: 'succeeded but not credited',
+          creditTransactionId: null,
+          recharge: { id: rows[0]?.id, status: 'SUCCEEDED' },
+        },
+        {
+          kind: 'CREDIT_WITHOUT_PAYMENT',
+          message: 'credited but failed',
+          creditTransactionId: credit,
+          recharge: { id: rows[1]?.id, status: 'FAILED' },
+        },
+        {
+          kind: 'AMOUNT_MISMATCH',
+          message: 'amount 98, expected 99',
+          creditTransactionId: null,
+          recharge: { id: rows[2]?.id, status: 'PENDING' },
+        },
+      ]),
+    )
+    expect(Math.abs(Date.parse(report.checkedAt) - Date.now())).toBeLessThan(60_000)
+    for (const who of [buyer, admin])
+      expect((await who.raw(Q)).errors?.[0]?.extensions?.code).toBe('FORBIDDEN')
   })
 })

@@ -39,8 +39,8 @@ export async function reconciliationReport(
     // discrepancies() reads the stored flags only; a provider error belongs to a reconcile run.
     if (order && p.kind !== 'PROVIDER_ERROR') findings.push({ kind: p.kind, message: p.message, order })
   }
-  findings.sort((a, b) =>
-    a.order.createdAt < b.order.createdAt ? -1 : a.order.createdAt > b.order.createdAt ? 1 : 0,
-  )
+  // Oldest order first; the id breaks ties (one statement's orders share a creation time).
+  const order = (f: ReconciliationFinding) => `${f.order.createdAt} ${f.order.id}`
+  findings.sort((a, b) => (order(a) < order(b) ? -1 : order(a) > order(b) ? 1 : 0))
   return { checkedAt, findings, limitReached: problems.length >= RECONCILIATION_PROBLEMS_MAX }
 }
