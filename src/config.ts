@@ -122,6 +122,11 @@ const envSchema = z
     PAYOUT_MIN_COINS: intInRange(1, 1_000_000_000_000, 2_000),
     PAYOUT_DAILY_CAP_COINS: intInRange(1, 1_000_000_000_000, 200_000),
     PAYOUT_HOLD_HOURS: positiveHours,
+    // Operations: the longest a SIGTERM stop may take, and the bearer token GET /metrics asks for (docs/OPERATIONS.md).
+    SHUTDOWN_TIMEOUT_MS: intInRange(1_000, 600_000, 10_000),
+    METRICS_TOKEN: optionalString.refine((v) => v === undefined || /^[\x21-\x7e]{16,200}$/.test(v), {
+      message: 'must be 16 to 200 printable characters without spaces',
+    }),
   })
   .superRefine((env, ctx) => {
     if (env.NODE_ENV === 'production' && env.JWT_SECRET === undefined) {
@@ -211,6 +216,8 @@ function toConfig(env: z.infer<typeof envSchema>) {
       dailyCapCoins: BigInt(env.PAYOUT_DAILY_CAP_COINS),
       holdMs: Math.round(env.PAYOUT_HOLD_HOURS * 3_600_000),
     },
+    shutdown: { timeoutMs: env.SHUTDOWN_TIMEOUT_MS },
+    metrics: { token: env.METRICS_TOKEN },
   }
 }
 

@@ -1,4 +1,3 @@
-import pino from 'pino'
 import { startSealing } from './audit/seals.js'
 import { seedCatalog } from './catalog/seed.js'
 import { ConfigError, loadConfig } from './config.js'
@@ -6,6 +5,8 @@ import { openDatabase } from './db/client.js'
 import { migrateDatabase } from './db/migrate.js'
 import { buildApp } from './http/server.js'
 import { startHoldExpiry } from './ledger/expiry.js'
+import { configuredSecrets, createLogger } from './ops/logger.js'
+import { requestGraceMs, stopInOrder } from './ops/shutdown.js'
 import { startRechargeJobs } from './recharge/jobs.js'
 import { createServices } from './services.js'
 
@@ -24,7 +25,8 @@ function readConfig() {
 }
 
 const config = readConfig()
-const logger = pino({ level: config.logLevel })
+// JSON lines on stdout; tokens and the configured secrets never reach them (src/ops/logger.ts).
+const logger = createLogger({ level: config.logLevel, secrets: configuredSecrets(config) })
 
 try {
   const database = await openDatabase(config.database)
@@ -54,30 +56,43 @@ try {
     onSealed: (run) => logger.debug({ run }, 'journal sealed'),
   })
 
-  const app = buildApp({ config, database, services, logger })
+  const app = buildApp({
+    config,
+    database,
+    services,
+    logger,
+    shutdownGraceMs: requestGraceMs(config.shutdown.timeoutMs),
+  })
   const { port } = await app.start()
   const host = config.http.host === '0.0.0.0' ? 'localhost' : config.http.host
   logger.info({ url: `http://${host}:${port}/graphql` }, 'giftledger listening')
+  if (config.env === 'production' && config.metrics.token === undefined) {
+    logger.warn('METRICS_TOKEN is unset: GET /metrics answers anyone who reaches this port')
+  }
 
+  // SIGTERM: stop accepting, let in-flight requests finish, close WebSockets
+  // with 1001 (app.stop), then the background jobs, the live bus and the
+  // pool; all within SHUTDOWN_TIMEOUT_MS, else exit 1 (docs/OPERATIONS.md).
   let stopping = false
   const shutdown = async (signal: string) => {
     if (stopping) return
     stopping = true
-    logger.info({ signal }, 'stopping')
-    try {
-      await app.stop()
-      // The live bus (Redis connections, streak timers).
-      await services.live.stop()
-      await stopHoldExpiry()
-      await stopSealing()
-      await stopRechargeJobs()
-      await database.close()
-      logger.info('stopped')
-      process.exit(0)
-    } catch (err) {
-      logger.error({ err }, 'unclean stop')
-      process.exit(1)
-    }
+    logger.info({ signal, timeoutMs: config.shutdown.timeoutMs }, 'stopping')
+    const clean = await stopInOrder(
+      [
+        { name: 'http', stop: () => app.stop() },
+        { name: 'recharge jobs and webhook inbox', stop: stopRechargeJobs },
+        { name: 'hold expiry', stop: stopHoldExpiry },
+        { name: 'sealing', stop: stopSealing },
+        // The live bus (Redis connections, streak timers).
+        { name: 'live', stop: () => services.live.stop() },
+        { name: 'database', stop: () => database.close() },
+      ],
+      { timeoutMs: config.shutdown.timeoutMs, logger },
+    )
+    if (clean) logger.info('stopped')
+    // pino writes stdout synchronously: the last lines are out before exit.
+    process.exit(clean ? 0 : 1)
   }
   process.on('SIGTERM', () => void shutdown('SIGTERM'))
   process.on('SIGINT', () => void shutdown('SIGINT'))

@@ -19,12 +19,56 @@ export type DbOrTx = Db | Tx
 export interface Database {
   readonly kind: 'postgres' | 'pglite'
   readonly db: Db
+  /** What the driver is doing now, counted around its calls (GET /metrics). */
+  readonly pool: PoolUse
   /** True when the database answers; never throws. */
   ping(): Promise<boolean>
   close(): Promise<void>
 }
 
 export type DatabaseConfig = Config['database']
+
+/**
+ * Connection use, counted in this process around the driver's calls: the
+ * `postgres` driver exposes no pool statistics. A transaction holds one
+ * connection from BEGIN to COMMIT; a statement outside a transaction holds
+ * one while it runs. When `transactions + statements` exceeds `max`, the
+ * rest are waiting for a connection inside the driver.
+ */
+export interface PoolUse {
+  /** Connections the pool may open (PGlite: its single one). */
+  readonly max: number
+  /** Transactions running or waiting for a connection now. */
+  transactions: number
+  /** Statements outside transactions running or waiting for a connection now. */
+  statements: number
+  /** Since start: transactions begun, statements sent outside transactions. */
+  transactionsStarted: number
+  statementsStarted: number
+}
+
+function newPoolUse(max: number): PoolUse {
+  return { max, transactions: 0, statements: 0, transactionsStarted: 0, statementsStarted: 0 }
+}
+
+/** Wraps `target[method]` (which returns a promise or a lazy thenable) to count its calls in flight. */
+function countCalls(target: object, method: string, use: PoolUse, kind: 'transactions' | 'statements'): void {
+  const host = target as Record<string, (...args: unknown[]) => PromiseLike<unknown>>
+  const original = host[method]
+  if (typeof original !== 'function') throw new Error(`driver has no ${method}()`)
+  const startedKey = kind === 'transactions' ? 'transactionsStarted' : 'statementsStarted'
+  host[method] = function (this: unknown, ...args: unknown[]) {
+    const result = original.apply(this, args)
+    use[kind]++
+    use[startedKey]++
+    const done = () => {
+      use[kind]--
+    }
+    // A postgres.js query runs when first awaited; drizzle awaits it at once, so this starts nothing early.
+    result.then(done, done)
+    return result
+  }
+}
 
 export interface OpenDatabaseOptions {
   /** Sees every statement drizzle sends (SQL logging; query counting in tests). */
@@ -67,10 +111,15 @@ export function postgresOptions(poolMax: number): postgres.Options<Record<string
 
 function openPostgres(url: string, poolMax: number, logger?: DrizzleLogger): Database {
   const client = postgres(url, postgresOptions(poolMax))
+  const pool = newPoolUse(poolMax)
+  // drizzle sends statements with unsafe() and runs transactions with begin().
+  countCalls(client, 'unsafe', pool, 'statements')
+  countCalls(client, 'begin', pool, 'transactions')
   const db = drizzlePostgres({ client, relations, logger }) as unknown as Db
   return {
     kind: 'postgres',
     db,
+    pool,
     ping: () => pingDb(db),
     close: () => client.end({ timeout: 5 }),
   }
@@ -79,10 +128,14 @@ function openPostgres(url: string, poolMax: number, logger?: DrizzleLogger): Dat
 async function openPglite(dir: string, logger?: DrizzleLogger): Promise<Database> {
   if (!dir.startsWith('memory://')) mkdirSync(dir, { recursive: true })
   const client = await PGlite.create(dir)
+  const pool = newPoolUse(1)
+  countCalls(client, 'query', pool, 'statements')
+  countCalls(client, 'transaction', pool, 'transactions')
   const db = drizzlePglite({ client, relations, logger }) as unknown as Db
   return {
     kind: 'pglite',
     db,
+    pool,
     ping: () => pingDb(db),
     close: () => client.close(),
   }

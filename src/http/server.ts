@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto'
+import { timingSafeEqual } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { EnvelopArmorPlugin } from '@escape.tech/graphql-armor'
@@ -14,9 +14,16 @@ import type { Database } from '../db/client.js'
 import { migrationsApplied } from '../db/migrate.js'
 import type { Context, Viewer } from '../graphql/context.js'
 import { schema as appSchema } from '../graphql/schema.js'
+import { Metrics } from '../ops/metrics.js'
 import type { Services } from '../services.js'
 import { EXPORT_ROUTES, serveJournalExport } from './exports.js'
 import { LIVE_PAGE_PREFIX, serveLivePage } from './live-page.js'
+import {
+  observeRequest,
+  type RequestObservation,
+  upgradeRequestId,
+  useRequestObservation,
+} from './observe.js'
 import { type ClientAddress, TokenBuckets, useMutationRateLimit } from './rate-limit.js'
 import { attachWebSocket } from './websocket.js'
 
@@ -42,7 +49,6 @@ const WEBHOOK_ROUTES = new Map<string, 'stripe' | 'paypal'>([
   ['/webhooks/stripe', 'stripe'],
   ['/webhooks/paypal', 'paypal'],
 ])
-const REQUEST_ID = /^[A-Za-z0-9._:-]{1,100}$/
 
 export interface AppOptions {
   config: Config
@@ -58,12 +64,16 @@ export interface AppOptions {
 
 export interface App {
   server: Server
+  /** What GET /metrics serves. */
+  metrics: Metrics
   start(): Promise<{ port: number }>
   stop(): Promise<void>
 }
 
 interface ServerContext extends ClientAddress {
   requestId: string
+  /** The HTTP request's log line and metrics, filled in by useRequestObservation (absent over WebSocket). */
+  observation?: RequestObservation
   /** Cuts this request's connection: for an SSE subscriber that fell behind. */
   disconnect?: () => void
   /** Set for operations over WebSocket: the connection's viewer, authenticated in connection_init. */
@@ -99,6 +109,15 @@ export function buildApp({
   schema = appSchema,
   websocketKeepAliveMs,
 }: AppOptions): App {
+  // Read at scrape: open event streams (SSE subscriptions) and the WebSocket server's counts.
+  const eventStreams = new Set<AbortController>()
+  const metrics = new Metrics({
+    database,
+    live: () => ({ ...websocket.stats(), sseSubscriptions: eventStreams.size }),
+  })
+  services.ledger.onCommitted((transactions) => metrics.ledgerCommitted(transactions))
+  services.gifts.onCommitted((events) => metrics.giftsCommitted(events))
+
   const mutationBuckets = new TokenBuckets(
     config.rateLimit.mutationsPerSecond,
     config.rateLimit.mutationsBurst,
@@ -123,6 +142,8 @@ export function buildApp({
       },
     },
     plugins: [
+      // First, so that it sees every operation, including those a later plugin refuses.
+      useRequestObservation(metrics, logger),
       // A request a browser could send cross-site without a CORS preflight
       // (a GET, or a form's content type) must carry x-graphql-yoga-csrf.
       useCSRFPrevention(),
@@ -160,7 +181,8 @@ export function buildApp({
     (req, res) => {
       inFlight.add(res)
       res.on('close', () => inFlight.delete(res))
-      route(req, res).catch((err: unknown) => {
+      const observation = observeRequest(req, res, logger, metrics)
+      route(req, res, observation).catch((err: unknown) => {
         // A client that went away mid-request is not a server error.
         if (req.destroyed || (err instanceof Error && err.name === 'AbortError')) {
           logger.debug({ err }, 'client went away')
@@ -182,10 +204,19 @@ export function buildApp({
     logger,
     keepAliveMs: websocketKeepAliveMs,
   })
+  // The upgrade's answer carries the connection's request id, as HTTP responses do.
+  websocket.wss.on('headers', (headers: string[], req: IncomingMessage) => {
+    headers.push(`X-Request-Id: ${upgradeRequestId(req)}`)
+  })
 
-  async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  async function route(
+    req: IncomingMessage,
+    res: ServerResponse,
+    observation: RequestObservation,
+  ): Promise<void> {
     const path = new URL(req.url ?? '/', 'http://localhost').pathname
-    if (path === GRAPHQL_PATH) return handleGraphql(req, res)
+    if (path === GRAPHQL_PATH) return handleGraphql(req, res, observation)
+    if (path === '/metrics') return handleMetrics(req, res)
     if (path === '/health') return handleProbe(req, res, async () => true, 'ok')
     if (path === '/ready') {
       return handleProbe(
@@ -244,11 +275,36 @@ export function buildApp({
     sendJson(res, ok ? 200 : 503, { status: ok ? okStatus : 'unavailable' })
   }
 
-  async function handleGraphql(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const header = req.headers['x-request-id']
-    const requestId = typeof header === 'string' && REQUEST_ID.test(header) ? header : randomUUID()
-    res.setHeader('x-request-id', requestId)
+  /**
+   * Prometheus metrics. With METRICS_TOKEN set, only for `Authorization:
+   * Bearer <token>` (compared in constant time); without it, open: keep the
+   * route from the internet at the load balancer (docs/OPERATIONS.md).
+   */
+  async function handleMetrics(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.setHeader('allow', 'GET, HEAD')
+      return sendJson(res, 405, { error: 'method not allowed' })
+    }
+    const token = config.metrics.token
+    if (token !== undefined && !bearerMatches(req.headers.authorization, token)) {
+      res.setHeader('www-authenticate', 'Bearer realm="metrics"')
+      return sendJson(res, 401, { error: 'metrics need the bearer token (METRICS_TOKEN)' })
+    }
+    const text = await metrics.render()
+    res.writeHead(200, {
+      'content-type': metrics.contentType,
+      'content-length': Buffer.byteLength(text),
+      'cache-control': 'no-store',
+    })
+    res.end(req.method === 'HEAD' ? undefined : text)
+  }
 
+  async function handleGraphql(
+    req: IncomingMessage,
+    res: ServerResponse,
+    observation: RequestObservation,
+  ): Promise<void> {
+    const { requestId } = observation
     const body = await readBody(req, LIMITS.bodySizeMaxBytes)
     if (body === 'too-large') return refuseTooLarge(req, res)
 
@@ -265,9 +321,16 @@ export function buildApp({
     })
     const response = await yoga.fetch(request, {
       requestId,
+      observation,
       clientAddress: req.socket.remoteAddress,
       disconnect: () => res.destroy(),
     })
+    // A subscription over SSE: a live subscriber while it lasts, ended by stop().
+    if (response.headers.get('content-type')?.startsWith('text/event-stream')) {
+      observation.stream = true
+      eventStreams.add(abort)
+      res.once('close', () => eventStreams.delete(abort))
+    }
     await sendResponse(res, response)
   }
 
@@ -283,6 +346,7 @@ export function buildApp({
 
   return {
     server,
+    metrics,
     start: () =>
       new Promise((resolve, reject) => {
         server.once('error', reject)
@@ -293,9 +357,11 @@ export function buildApp({
       }),
     stop: async () => {
       if (!server.listening) return
-      // Upgraded sockets are not the HTTP server's any more: close them first (1001).
-      await websocket.close()
+      // Stop accepting at once; then upgraded sockets, which are not the HTTP server's any more (1001).
       const closed = new Promise<void>((resolve) => server.close(() => resolve()))
+      // SSE subscriptions never finish by themselves: end their streams (the client sees the end, not a reset).
+      for (const stream of eventStreams) stream.abort()
+      await websocket.close()
       server.closeIdleConnections()
       const grace = setTimeout(() => server.closeAllConnections(), shutdownGraceMs)
       // Requests answered after close() keep their sockets otherwise.
@@ -309,6 +375,13 @@ export function buildApp({
       await yoga.dispose()
     },
   }
+}
+
+/** Whether an Authorization header is `Bearer <expected>`, compared in constant time. */
+function bearerMatches(header: string | undefined, expected: string): boolean {
+  const presented = Buffer.from(/^Bearer (.+)$/.exec(header ?? '')?.[1] ?? '')
+  const wanted = Buffer.from(expected)
+  return presented.length === wanted.length && timingSafeEqual(presented, wanted)
 }
 
 /** The body, up to `limitBytes`; 'too-large' as soon as it is known to be over. */

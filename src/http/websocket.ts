@@ -16,6 +16,7 @@ import {
   spliceReplacer,
 } from '../live/fanout.js'
 import type { Services } from '../services.js'
+import { upgradeRequestId } from './observe.js'
 
 // GraphQL subscriptions over WebSocket (graphql-ws, the graphql-transport-ws
 // protocol) on the GraphQL path, through Yoga's envelop: the same schema,
@@ -53,6 +54,8 @@ export const WS_LIMITS = {
 
 type ConnectionExtra = {
   viewer?: Viewer | null
+  /** When connection_init was accepted (the close log's duration). */
+  acceptedAtMs?: number
 }
 
 export interface WebSocketOptions {
@@ -67,6 +70,8 @@ export interface WebSocketOptions {
 
 export interface GraphqlWebSocket {
   wss: WebSocketServer
+  /** Open connections and their subscriptions, for GET /metrics (read only). */
+  stats(): { websocketConnections: number; websocketSubscriptions: number }
   /** Closes every connection (1001) and the WebSocket server. */
   close(): Promise<void>
 }
@@ -82,6 +87,8 @@ export function attachWebSocket({
   const wss = new WebSocketServer({ noServer: true, maxPayload: WS_LIMITS.messageSizeMaxBytes })
   const connectionsByUser = new Map<string, number>()
   const counted = new WeakSet<WebSocket>()
+  /** Accepted connections (connection_init checked out): their subscriptions are counted at scrape. */
+  const accepted = new Set<Ctx>()
 
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const url = new URL(req.url ?? '/', 'http://localhost')
@@ -153,9 +160,28 @@ export function attachWebSocket({
           counted.add(socket)
         }
         ctx.extra.viewer = viewer
+        ctx.extra.acceptedAtMs = Date.now()
+        accepted.add(ctx)
         return true
       },
-      onClose: (ctx: Ctx) => release(ctx.extra.socket, ctx.extra.viewer),
+      onClose: (ctx: Ctx, code, reason) => {
+        release(ctx.extra.socket, ctx.extra.viewer)
+        accepted.delete(ctx)
+        // One line per connection, as per HTTP request (src/http/observe.ts); never its connectionParams.
+        logger.info(
+          {
+            requestId: upgradeRequestId(ctx.extra.request),
+            userId: ctx.extra.viewer?.userId,
+            path,
+            code,
+            reason: reason || undefined,
+            accepted: ctx.extra.acceptedAtMs !== undefined,
+            durationMs:
+              ctx.extra.acceptedAtMs === undefined ? undefined : Date.now() - ctx.extra.acceptedAtMs,
+          },
+          'websocket closed',
+        )
+      },
       onSubscribe: async (ctx: Ctx, id, params) => {
         const { socket, request } = ctx.extra
         // ctx.subscriptions already holds this one.
@@ -231,6 +257,11 @@ export function attachWebSocket({
 
   return {
     wss,
+    stats: () => {
+      let websocketSubscriptions = 0
+      for (const ctx of accepted) websocketSubscriptions += Object.keys(ctx.subscriptions).length
+      return { websocketConnections: wss.clients.size, websocketSubscriptions }
+    },
     close: async () => {
       server.off('upgrade', onUpgrade)
       // graphql-ws's dispose closes every client with 1001 and then the server;

@@ -1,5 +1,5 @@
 import type { GraphQLSchema } from 'graphql'
-import pino from 'pino'
+import pino, { type Logger } from 'pino'
 import { type SignOptions, signToken, type TokenInput } from '../../src/auth/tokens.js'
 import { seedCatalog } from '../../src/catalog/seed.js'
 import { type Config, loadConfig } from '../../src/config.js'
@@ -32,6 +32,8 @@ export interface TestAppOptions {
   schema?: GraphQLSchema
   /** WebSocket keep-alive ping interval (live tests shorten it). */
   websocketKeepAliveMs?: number
+  /** The server's logger (tests that read the logs); default: silent unless LOG_LEVEL is set. */
+  logger?: Logger
   /** The global after-check when the app stops (see books.ts); false only for books broken on purpose. */
   booksCheck?: boolean
 }
@@ -64,7 +66,7 @@ export async function startTestApp(options: TestAppOptions = {}): Promise<TestAp
       }),
       database: databaseConfig,
     }
-    const logger = pino({ level: process.env.LOG_LEVEL ?? 'silent' })
+    const logger = options.logger ?? pino({ level: process.env.LOG_LEVEL ?? 'silent' })
     const services = createServices(config, database)
     const app = buildApp({
       config,
