@@ -525,6 +525,17 @@ describe('trialBalance (the TrialBalance operation)', () => {
       expect(ofUnit.reduce((s: number, l: any) => s + l.debits, 0)).toBe(total.debits)
     }
     expect(Date.now() - Date.parse(tb.asOf)).toBeLessThan(60_000)
+    // Asked for totals only, the server reads no line; the totals are the same.
+    const { trialBalance: totalsOnly } = await accountant.ok(
+      '{ trialBalance { totals { currency debits credits } } }',
+    )
+    expect(totalsOnly.totals).toEqual(tb.totals)
+    // A line carries its account's head; the rest of the account is loaded when asked for.
+    const { trialBalance: deep } = await accountant.ok(
+      '{ trialBalance { lines { balance account { code balance debits entryCount } } } }',
+    )
+    for (const line of deep.lines) expect(line.account.balance).toBe(line.balance)
+    expect(deep.lines.every((l: any) => l.account.entryCount > 0 && l.account.debits >= 0)).toBe(true)
   })
 
   it('as of past instants: matches a replay, by either method, and balances per unit (property)', async () => {
@@ -562,7 +573,18 @@ describe('trialBalance (the TrialBalance operation)', () => {
             })),
             method,
           ).toEqual(expected)
+          // Totals alone are aggregated in the database: the same sums as the lines'.
+          const totalsOnly = await trialBalance(db, at, { method, lines: false })
+          expect(totalsOnly.lines).toEqual([])
+          expect(totalsOnly.totals).toEqual(forced.totals)
         }
+        expect(tb.totals).toEqual(
+          (await trialBalance(db, at, { lines: false })).totals.map((t) => ({
+            currency: t.currency,
+            debits: Number(t.debits),
+            credits: Number(t.credits),
+          })),
+        )
       }),
       { numRuns: 40 },
     )

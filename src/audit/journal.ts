@@ -36,12 +36,16 @@ export interface JournalTransaction {
   entries?: PostedEntry[]
 }
 
-export interface AccountRow {
+/** An account's identity: what a trial balance line carries (the rest is loaded if asked for). */
+export interface AccountHead {
   id: bigint
   code: string
   name: string
   type: AccountType
   unit: string
+}
+
+export interface AccountRow extends AccountHead {
   allowNegative: boolean
   balance: bigint
   debitsTotal: bigint

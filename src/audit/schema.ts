@@ -1,8 +1,10 @@
 import { resolveCursorConnection } from '@pothos/plugin-relay'
-import { GraphQLError } from 'graphql'
+import { GraphQLError, type GraphQLResolveInfo, Kind, type SelectionSetNode } from 'graphql'
 import { builder, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX } from '../graphql/builder.js'
+import type { Context } from '../graphql/context.js'
 import { TRANSACTION_KINDS } from '../ledger/index.js'
 import {
+  type AccountHead,
   type AccountRow,
   balanceAt,
   type JournalTransaction,
@@ -52,6 +54,25 @@ function forwardOnly(args: { last?: number | null; before?: string | null }): vo
   if (args.last != null || args.before != null) throw badInput('pages go forward only: use first and after')
 }
 
+/** The account's balances and totals: on the row already, or loaded (a trial balance line carries only the head). */
+async function stateOf(a: AccountHead | AccountRow, ctx: Context): Promise<AccountRow> {
+  if ('balance' in a) return a
+  const row = await auditLoaders(ctx).account.load(a.id)
+  if (!row) throw new Error(`no account ${a.id}`)
+  return row
+}
+
+/** Whether the field being resolved selects `name` (through fragments too). */
+function selects(info: GraphQLResolveInfo, name: string): boolean {
+  const seen = (set: SelectionSetNode | undefined): boolean =>
+    (set?.selections ?? []).some((s) => {
+      if (s.kind === Kind.FIELD) return s.name.value === name
+      if (s.kind === Kind.INLINE_FRAGMENT) return seen(s.selectionSet)
+      return seen(info.fragments[s.name.value]?.selectionSet)
+    })
+  return info.fieldNodes.some((node) => seen(node.selectionSet))
+}
+
 // ---- enums ------------------------------------------------------------------------
 
 export const EntryDirection = builder.enumType('EntryDirection', {
@@ -71,7 +92,7 @@ const LedgerAccountType = builder.enumType('LedgerAccountType', {
 
 // ---- types --------------------------------------------------------------------------
 
-export const LedgerAccount = builder.objectRef<AccountRow>('LedgerAccount')
+export const LedgerAccount = builder.objectRef<AccountHead | AccountRow>('LedgerAccount')
 const LedgerEntry = builder.objectRef<StatementEntry>('LedgerEntry')
 export const LedgerTransaction = builder.objectRef<JournalTransaction>('LedgerTransaction')
 
@@ -179,38 +200,53 @@ LedgerAccount.implement({
       description: 'The side that grows the balance: DEBIT for assets and expenses, CREDIT otherwise.',
       resolve: (a) => (a.type === 'asset' || a.type === 'expense' ? 'debit' : 'credit'),
     }),
-    allowNegative: t.exposeBoolean('allowNegative', {
+    allowNegative: t.boolean({
       description: 'Platform accounts may go negative; user-owned accounts never.',
+      resolve: async (a, _args, ctx) => (await stateOf(a, ctx)).allowNegative,
     }),
-    balance: t.field({ type: 'Amount', description: 'Now, on the normal side.', resolve: (a) => a.balance }),
+    balance: t.field({
+      type: 'Amount',
+      description: 'Now, on the normal side.',
+      resolve: async (a, _args, ctx) => (await stateOf(a, ctx)).balance,
+    }),
     held: t.field({
       type: 'Amount',
       description: 'Reserved by pending holds.',
-      resolve: (a) => a.heldAmount,
+      resolve: async (a, _args, ctx) => (await stateOf(a, ctx)).heldAmount,
     }),
-    available: t.field({ type: 'Amount', resolve: (a) => a.balance - a.heldAmount }),
+    available: t.field({
+      type: 'Amount',
+      resolve: async (a, _args, ctx) => {
+        const state = await stateOf(a, ctx)
+        return state.balance - state.heldAmount
+      },
+    }),
     debits: t.field({
       type: 'Amount',
       description: 'Every debit so far, summed.',
-      resolve: (a) => a.debitsTotal,
+      resolve: async (a, _args, ctx) => (await stateOf(a, ctx)).debitsTotal,
     }),
     credits: t.field({
       type: 'Amount',
       description: 'Every credit so far, summed.',
-      resolve: (a) => a.creditsTotal,
+      resolve: async (a, _args, ctx) => (await stateOf(a, ctx)).creditsTotal,
     }),
     entryCount: t.field({
       type: 'Amount',
       description: 'How many entries it has.',
-      resolve: (a) => a.lastSeq,
+      resolve: async (a, _args, ctx) => (await stateOf(a, ctx)).lastSeq,
     }),
-    createdAt: t.field({ type: 'DateTime', resolve: (a) => a.createdAt }),
+    createdAt: t.field({
+      type: 'DateTime',
+      resolve: async (a, _args, ctx) => (await stateOf(a, ctx)).createdAt,
+    }),
     balanceAt: t.field({
       type: 'Amount',
       description:
         'The balance right after the last entry posted at or before `at` (to the millisecond); 0 before the first. Now when `at` is null.',
       args: { at: t.arg({ type: 'DateTime', required: false }) },
-      resolve: (a, args, ctx) => (args.at ? balanceAt(ctx.db, a.id, args.at) : a.balance),
+      resolve: async (a, args, ctx) =>
+        args.at ? balanceAt(ctx.db, a.id, args.at) : (await stateOf(a, ctx)).balance,
     }),
     entries: t.connection(
       {
@@ -413,6 +449,8 @@ builder.queryFields((t) => ({
       'Every account’s debits, credits and balance as of `asOf` (now when omitted), with per-unit totals. Accountants only.',
     authScopes: ACCOUNTANTS,
     args: { asOf: t.arg({ type: 'DateTime', required: false }) },
-    resolve: (_root, args, ctx) => trialBalance(ctx.db, args.asOf ?? null),
+    // Lines cost per account: read only when the query asks for them.
+    resolve: (_root, args, ctx, info) =>
+      trialBalance(ctx.db, args.asOf ?? null, { lines: selects(info, 'lines') }),
   }),
 }))

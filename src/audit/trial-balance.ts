@@ -1,8 +1,8 @@
 import { type SQL, sql } from 'drizzle-orm'
 import type { Db, DbOrTx } from '../db/client.js'
 import { rowsOf } from '../db/rows.js'
-import { normalSide } from '../ledger/index.js'
-import { ACCOUNT_COLUMNS, type AccountRow, postedAtOrBefore, toAccount } from './journal.js'
+import { type AccountType, normalSide } from '../ledger/index.js'
+import { type AccountHead, postedAtOrBefore } from './journal.js'
 
 // The trial balance: every account's debits, credits and balance as of an
 // instant, and per unit the totals, in which debits equal credits.
@@ -21,13 +21,17 @@ import { ACCOUNT_COLUMNS, type AccountRow, postedAtOrBefore, toAccount } from '.
 //   smaller is estimated from where the instant falls between the first and
 //   the last posting (two probes of ledger_transactions_posted_at_idx).
 //
+// Lines cost time in proportion to the number of accounts (a user has a
+// wallet, a creator earnings too): they are read only when asked for. Totals
+// alone aggregate in the database, per unit, and come back as a few rows.
+//
 // Accounts without an entry as of the instant are left out (their line would
 // be all zeros); `ledgerAccounts` lists the whole chart.
 
 export type TrialBalanceMethod = 'cached' | 'sum-before' | 'subtract-after' | 'empty'
 
 export interface TrialBalanceLine {
-  account: AccountRow
+  account: AccountHead
   debits: bigint
   credits: bigint
   /** On the account's normal side: debits - credits for assets and expenses, credits - debits otherwise. */
@@ -43,6 +47,7 @@ export interface TrialBalanceTotal {
 export interface TrialBalance {
   /** The instant the balance is as of: the one asked for, or the snapshot's time when none (or a later one) was. */
   asOf: string
+  /** In account code order; empty when not asked for (`lines: false`). */
   lines: TrialBalanceLine[]
   /** Per unit (COIN first, then currencies in code order). */
   totals: TrialBalanceTotal[]
@@ -51,11 +56,13 @@ export interface TrialBalance {
 }
 
 export interface TrialBalanceOptions {
+  /** Read every account's line (default), or only the per-unit totals. */
+  lines?: boolean
   /** Force a method for a past instant (tests compare them); chosen by cost otherwise. */
   method?: 'sum-before' | 'subtract-after'
 }
 
-/** Memory for the per-account aggregation of a past instant (PostgreSQL's default 4 MB spills to disk at ~50k accounts). */
+/** Memory for aggregating and sorting per account (PostgreSQL's default 4 MB spills to disk at ~50k accounts). */
 const AGGREGATION_WORK_MEM = '64MB'
 
 export function trialBalance(
@@ -75,7 +82,11 @@ export async function trialBalanceIn(
   asOf: Date | null,
   options: TrialBalanceOptions = {},
 ): Promise<TrialBalance> {
-  if (asOf === null) return { asOf: await snapshotTime(tx), ...(await fromCached(tx)), method: 'cached' }
+  const withLines = options.lines ?? true
+  await tx.execute(sql.raw(`set local work_mem = '${AGGREGATION_WORK_MEM}'`))
+  if (asOf === null) {
+    return { asOf: await snapshotTime(tx), ...(await fromCached(tx, withLines)), method: 'cached' }
+  }
   const [where] = rowsOf<{
     now: string
     future: boolean
@@ -94,17 +105,17 @@ export async function trialBalanceIn(
   )
   if (!where) throw new Error('trial balance: no answer from the database')
   // An instant not yet reached: as of now, and it says so.
-  if (where.future) return { asOf: where.now, ...(await fromCached(tx)), method: 'cached' }
+  if (where.future) return { asOf: where.now, ...(await fromCached(tx, withLines)), method: 'cached' }
   const asOfText = asOf.toISOString()
   if (!where.any_by) return { asOf: asOfText, lines: [], totals: [], method: 'empty' }
   // Nothing posted after the instant: the cached totals are exactly its balance.
   if (options.method === undefined && where.after_last) {
-    return { asOf: asOfText, ...(await fromCached(tx)), method: 'cached' }
+    return { asOf: asOfText, ...(await fromCached(tx, withLines)), method: 'cached' }
   }
   // Postings are roughly steady in time: the side of the instant with less time has fewer entries to read.
   const method = options.method ?? (where.before_is_shorter ? 'sum-before' : 'subtract-after')
-  await tx.execute(sql.raw(`set local work_mem = '${AGGREGATION_WORK_MEM}'`))
-  const result = method === 'sum-before' ? await sumBefore(tx, asOf) : await subtractAfter(tx, asOf)
+  const result =
+    method === 'sum-before' ? await sumBefore(tx, asOf, withLines) : await subtractAfter(tx, asOf, withLines)
   return { asOf: asOfText, ...result, method }
 }
 
@@ -115,83 +126,99 @@ async function snapshotTime(tx: DbOrTx): Promise<string> {
 
 const at = (instant: Date): SQL => sql`${instant.toISOString()}::timestamptz`
 
+interface Book {
+  lines: TrialBalanceLine[]
+  totals: TrialBalanceTotal[]
+}
+
+/**
+ * From a subquery of per-account amounts (`account_id`, `debits`, `credits`,
+ * and the account's `code`, `name`, `type`, `unit`): the lines in code order,
+ * or only the per-unit totals.
+ */
+async function bookOf(tx: DbOrTx, perAccount: SQL, withLines: boolean): Promise<Book> {
+  if (!withLines) {
+    const totals = rowsOf<{ unit: string; debits: string; credits: string }>(
+      await tx.execute(sql`
+        select p.unit, sum(p.debits)::text as debits, sum(p.credits)::text as credits
+          from (${perAccount}) p group by p.unit`),
+    ).map((r) => ({ currency: r.unit, debits: BigInt(r.debits), credits: BigInt(r.credits) }))
+    return { lines: [], totals: sortUnits(totals) }
+  }
+  const rows = rowsOf<LineRowRaw>(
+    await tx.execute(sql`
+      select p.account_id::text as id, p.code, p.name, p.type, p.unit,
+             p.debits::text as debits, p.credits::text as credits
+        from (${perAccount}) p
+       order by p.code`),
+  )
+  const lines = rows.map((r): TrialBalanceLine => {
+    const debits = BigInt(r.debits)
+    const credits = BigInt(r.credits)
+    return {
+      account: { id: BigInt(r.id), code: r.code, name: r.name, type: r.type, unit: r.unit },
+      debits,
+      credits,
+      balance: normalSide(r.type) === 'debit' ? debits - credits : credits - debits,
+    }
+  })
+  return { lines, totals: totalsOf(lines) }
+}
+
 interface LineRowRaw {
   id: string
   code: string
   name: string
-  type: TrialBalanceLine['account']['type']
+  type: AccountType
   unit: string
-  allow_negative: boolean
-  balance: string
-  debits_total: string
-  credits_total: string
-  held_amount: string
-  last_seq: string
-  created_at: string
   debits: string
   credits: string
 }
 
-async function fromCached(tx: DbOrTx) {
-  return linesOf(
+function fromCached(tx: DbOrTx, withLines: boolean): Promise<Book> {
+  return bookOf(
     tx,
-    sql`
-    select ${ACCOUNT_COLUMNS}, a.debits_total::text as debits, a.credits_total::text as credits
-      from ledger_accounts a
-     where a.debits_total > 0 or a.credits_total > 0
-     order by a.code`,
+    sql`select a.id as account_id, a.code, a.name, a.type, a.unit,
+               a.debits_total as debits, a.credits_total as credits
+          from ledger_accounts a
+         where a.debits_total > 0 or a.credits_total > 0`,
+    withLines,
   )
 }
 
-async function sumBefore(tx: DbOrTx, asOf: Date) {
-  return linesOf(
+function sumBefore(tx: DbOrTx, asOf: Date, withLines: boolean): Promise<Book> {
+  return bookOf(
     tx,
-    sql`
-    select ${ACCOUNT_COLUMNS}, s.debits::text as debits, s.credits::text as credits
-      from (select e.account_id,
-                   coalesce(sum(e.amount) filter (where e.direction = 'debit'), 0) as debits,
-                   coalesce(sum(e.amount) filter (where e.direction = 'credit'), 0) as credits
-              from ledger_entries e
-             where ${postedAtOrBefore(sql`e.posted_at`, asOf)}
-             group by e.account_id) s
-      join ledger_accounts a on a.id = s.account_id
-     order by a.code`,
+    sql`select a.id as account_id, a.code, a.name, a.type, a.unit, s.debits, s.credits
+          from (select e.account_id,
+                       coalesce(sum(e.amount) filter (where e.direction = 'debit'), 0) as debits,
+                       coalesce(sum(e.amount) filter (where e.direction = 'credit'), 0) as credits
+                  from ledger_entries e
+                 where ${postedAtOrBefore(sql`e.posted_at`, asOf)}
+                 group by e.account_id) s
+          join ledger_accounts a on a.id = s.account_id`,
+    withLines,
   )
 }
 
-async function subtractAfter(tx: DbOrTx, asOf: Date) {
-  return linesOf(
+function subtractAfter(tx: DbOrTx, asOf: Date, withLines: boolean): Promise<Book> {
+  return bookOf(
     tx,
-    sql`
-    select l.*, l.debits_asof::text as debits, l.credits_asof::text as credits from (
-      select ${ACCOUNT_COLUMNS},
-             a.debits_total - coalesce(s.debits, 0) as debits_asof,
-             a.credits_total - coalesce(s.credits, 0) as credits_asof
-        from ledger_accounts a
-        left join (select e.account_id,
-                          coalesce(sum(e.amount) filter (where e.direction = 'debit'), 0) as debits,
-                          coalesce(sum(e.amount) filter (where e.direction = 'credit'), 0) as credits
-                     from ledger_entries e
-                    where not (${postedAtOrBefore(sql`e.posted_at`, asOf)})
-                    group by e.account_id) s on s.account_id = a.id
-       where a.debits_total > 0 or a.credits_total > 0) l
-     where l.debits_asof > 0 or l.credits_asof > 0
-     order by l.code`,
+    sql`select * from (
+          select a.id as account_id, a.code, a.name, a.type, a.unit,
+                 a.debits_total - coalesce(s.debits, 0) as debits,
+                 a.credits_total - coalesce(s.credits, 0) as credits
+            from ledger_accounts a
+            left join (select e.account_id,
+                              coalesce(sum(e.amount) filter (where e.direction = 'debit'), 0) as debits,
+                              coalesce(sum(e.amount) filter (where e.direction = 'credit'), 0) as credits
+                         from ledger_entries e
+                        where not (${postedAtOrBefore(sql`e.posted_at`, asOf)})
+                        group by e.account_id) s on s.account_id = a.id
+           where a.debits_total > 0 or a.credits_total > 0) l
+         where l.debits > 0 or l.credits > 0`,
+    withLines,
   )
-}
-
-async function linesOf(
-  tx: DbOrTx,
-  query: SQL,
-): Promise<{ lines: TrialBalanceLine[]; totals: TrialBalanceTotal[] }> {
-  const lines = rowsOf<LineRowRaw>(await tx.execute(query)).map((r): TrialBalanceLine => {
-    const account = toAccount(r)
-    const debits = BigInt(r.debits)
-    const credits = BigInt(r.credits)
-    const balance = normalSide(account.type) === 'debit' ? debits - credits : credits - debits
-    return { account, debits, credits, balance }
-  })
-  return { lines, totals: totalsOf(lines) }
 }
 
 /** Per unit, the sum of the lines' debits and credits. */
@@ -207,15 +234,11 @@ export function totalsOf(lines: readonly TrialBalanceLine[]): TrialBalanceTotal[
     total.debits += line.debits
     total.credits += line.credits
   }
-  return [...byUnit.values()].sort((a, b) =>
-    a.currency === b.currency
-      ? 0
-      : a.currency === 'COIN'
-        ? -1
-        : b.currency === 'COIN'
-          ? 1
-          : a.currency < b.currency
-            ? -1
-            : 1,
-  )
+  return sortUnits([...byUnit.values()])
+}
+
+/** COIN first, then currencies by code. */
+function sortUnits(totals: TrialBalanceTotal[]): TrialBalanceTotal[] {
+  const rank = (t: TrialBalanceTotal) => (t.currency === 'COIN' ? '' : t.currency)
+  return totals.sort((a, b) => (rank(a) < rank(b) ? -1 : rank(a) > rank(b) ? 1 : 0))
 }
