@@ -29,7 +29,9 @@ import { snapshot, tablesOf } from './support/snapshot.js'
 // - a signed-in user (every one is a viewer) reads only their own wallet,
 //   history and spend limits;
 // - creators start and end only their own streams and read only their own earnings;
-// - accountants read the ledger (a later issue) and change nothing as accountants;
+// - accountants read the ledger (journal, accounts, statements, trial balance,
+//   integrity, the reconciliation report) and change nothing as accountants;
+//   admins do not read it without the accountant role (docs/AUDIT.md);
 // - admins manage the catalog and grant promotional coins.
 //
 // No credentials: UNAUTHENTICATED. Credentials that do not check out (here a
