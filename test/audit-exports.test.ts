@@ -138,6 +138,9 @@ beforeAll(async () => {
   await Promise.all(
     Array.from({ length: 1_100 }, (_, i) => ledger.post(gift(1 + (i % 4), 1 + ((i + 1) % 4), 5n))),
   )
+  // PGlite ran in this process the whole time: let the server close the keep-alive sockets
+  // that timed out meanwhile, and the client see it, before the next request reuses one.
+  await new Promise((resolve) => setTimeout(resolve, 200))
 })
 afterAll(() => app?.stop())
 

@@ -1,4 +1,4 @@
-import { sql } from 'drizzle-orm'
+import { type SQL, sql } from 'drizzle-orm'
 import type { Db } from '../db/client.js'
 import { rowsOf } from '../db/rows.js'
 import { closedHorizon } from './horizon.js'
@@ -9,34 +9,26 @@ import { closedHorizon } from './horizon.js'
 // export started is in it (if its posting time is in range), none that is
 // still in flight, and no transaction is ever cut between two pages: the
 // export is the same whatever is posted while it streams.
+//
+// PostgreSQL formats each page (one text value per page): the server only
+// passes text through, a page at a time, so its memory and CPU do not grow
+// with the rows.
 
-export interface JournalExportRow {
-  transactionId: string
-  entryId: string
-  /** RFC 3339 UTC with microseconds: the transaction's posting time (its entries' too). */
-  postedAt: string
-  kind: string
-  idempotencyKey: string
-  accountCode: string
-  direction: 'debit' | 'credit'
-  /** Decimal strings: bigints, exact. */
-  amount: string
-  unit: string
-  balanceAfter: string
-}
+export type JournalExportFormat = 'csv' | 'jsonl'
 
+/** The columns, in order, with the same names in both formats. */
 export const JOURNAL_EXPORT_COLUMNS = [
-  'transactionId',
-  'entryId',
-  'postedAt',
+  'transaction_id',
+  'entry_id',
+  'posted_at',
   'kind',
-  'idempotencyKey',
-  'accountCode',
+  'idempotency_key',
+  'account_code',
   'direction',
   'amount',
   'unit',
-  'balanceAfter',
-] as const satisfies readonly (keyof JournalExportRow)[]
+  'balance_after',
+] as const
 
 export interface JournalExportRange {
   /** Transactions posted at or after this instant (RFC 3339); unset: from the start. */
@@ -64,6 +56,28 @@ export async function journalExportHorizon(db: Db): Promise<bigint> {
   return horizon
 }
 
+/** RFC 4180, in SQL: a field with a comma, a quote, CR or LF is quoted, its quotes doubled. */
+const csvText = (column: string) =>
+  `case when ${column} ~ '[",\\r\\n]' then '"' || replace(${column}, '"', '""') || '"' else ${column} end`
+
+const UTC = `to_char(p.posted_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`
+
+/**
+ * One line per entry. Numbers, the instant and the direction never need
+ * quoting; every text field goes through csvText, whatever the constraints
+ * on it say. Amounts in JSON are strings: exact, whatever their size.
+ */
+const LINE: Record<JournalExportFormat, SQL> = {
+  csv: sql.raw(`concat_ws(',', p.id, e.id, ${UTC}, ${csvText('p.kind')}, ${csvText('p.idempotency_key')},
+                  ${csvText(`coalesce(a.code, '')`)}, e.direction, e.amount, ${csvText('e.unit')}, e.balance_after) || E'\\r\\n'`),
+  // Compact JSON, keys in column order; text through to_json (JSON string escaping).
+  jsonl:
+    sql.raw(`format('{"transaction_id":"%s","entry_id":"%s","posted_at":"%s","kind":%s,"idempotency_key":%s,'
+                         '"account_code":%s,"direction":"%s","amount":"%s","unit":%s,"balance_after":"%s"}',
+                         p.id, e.id, ${UTC}, to_json(p.kind), to_json(p.idempotency_key), coalesce(to_json(a.code)::text, 'null'),
+                         e.direction, e.amount, to_json(e.unit), e.balance_after) || E'\\n'`),
+}
+
 /**
  * The id bounds of the transactions posted in a range: one pass over the
  * posting-time index, so that the pages then walk the primary key over the
@@ -77,20 +91,24 @@ async function idBounds(
   if (range.from === undefined && range.to === undefined) return [1n, horizon]
   const [row] = rowsOf<{ lo: string | null; hi: string | null }>(
     await db.execute(sql`
-      select min(id)::text as lo, max(id)::text as hi from ledger_transactions
-       where id <= ${horizon}
-         and posted_at >= coalesce(${range.from ?? null}::timestamptz, '-infinity')
-         and posted_at < coalesce(${range.to ?? null}::timestamptz, 'infinity')`),
+      select min(id)::text as lo, max(id)::text as hi from (
+        -- offset 0: keep min/max from walking the primary key past everything outside the range.
+        select id from ledger_transactions
+         where posted_at >= coalesce(${range.from ?? null}::timestamptz, '-infinity')
+           and posted_at < coalesce(${range.to ?? null}::timestamptz, 'infinity')
+        offset 0) in_range
+       where id <= ${horizon}`),
   )
   return row?.lo && row.hi ? [BigInt(row.lo), BigInt(row.hi)] : null
 }
 
-/** The export's rows, a page at a time, in transaction id then entry id order. */
+/** The export's text, a page of whole transactions at a time, in transaction id then entry id order. */
 export async function* journalExportPages(
   db: Db,
+  format: JournalExportFormat,
   range: JournalExportRange,
   horizon: bigint,
-): AsyncGenerator<JournalExportRow[]> {
+): AsyncGenerator<string> {
   const bounds = await idBounds(db, range, horizon)
   if (!bounds) return
   const [lo, hi] = bounds
@@ -98,19 +116,7 @@ export async function* journalExportPages(
   const to = range.to ?? null
   let after = lo - 1n
   for (;;) {
-    const rows = rowsOf<{
-      transaction_id: string
-      entry_id: string | null
-      posted_at: string
-      kind: string
-      idempotency_key: string
-      account_code: string
-      direction: 'debit' | 'credit'
-      amount: string
-      unit: string
-      balance_after: string
-      page_last: string
-    }>(
+    const [page] = rowsOf<{ last: string | null; text: string | null }>(
       await db.execute(sql`
         with page as (
           select t.id, t.kind, t.idempotency_key, t.posted_at
@@ -121,35 +127,14 @@ export async function* journalExportPages(
            order by t.id
            limit ${TRANSACTIONS_PER_PAGE}
         )
-        select p.id::text as transaction_id, e.id::text as entry_id,
-               to_char(p.posted_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as posted_at,
-               p.kind, p.idempotency_key, a.code as account_code, e.direction, e.amount::text, e.unit,
-               e.balance_after::text, (select max(id) from page)::text as page_last
-          from page p
-          left join ledger_entries e on e.transaction_id = p.id
-          left join ledger_accounts a on a.id = e.account_id
-         order by p.id, e.id`),
+        select (select max(id) from page)::text as last,
+               (select string_agg(${LINE[format]}, '' order by p.id, e.id)
+                  from page p
+                  join ledger_entries e on e.transaction_id = p.id
+                  left join ledger_accounts a on a.id = e.account_id) as text`),
     )
-    const [firstRow] = rows
-    if (!firstRow) return
-    yield rows.flatMap((r) =>
-      r.entry_id === null
-        ? []
-        : [
-            {
-              transactionId: r.transaction_id,
-              entryId: r.entry_id,
-              postedAt: r.posted_at,
-              kind: r.kind,
-              idempotencyKey: r.idempotency_key,
-              accountCode: r.account_code,
-              direction: r.direction,
-              amount: r.amount,
-              unit: r.unit,
-              balanceAfter: r.balance_after,
-            },
-          ],
-    )
-    after = BigInt(firstRow.page_last)
+    if (!page?.last) return
+    if (page.text) yield page.text
+    after = BigInt(page.last)
   }
 }

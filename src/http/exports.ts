@@ -4,8 +4,8 @@ import type { Logger } from 'pino'
 import {
   HorizonUnavailableError,
   JOURNAL_EXPORT_COLUMNS,
+  type JournalExportFormat,
   type JournalExportRange,
-  type JournalExportRow,
   journalExportHorizon,
   journalExportPages,
 } from '../audit/export.js'
@@ -20,33 +20,17 @@ import type { Services } from '../services.js'
 // written only once the client has taken the previous one (backpressure):
 // the server's memory does not grow with the journal. See docs/AUDIT.md.
 
-export type ExportFormat = 'csv' | 'jsonl'
-
-export const EXPORT_ROUTES = new Map<string, ExportFormat>([
+export const EXPORT_ROUTES = new Map<string, JournalExportFormat>([
   ['/exports/journal.csv', 'csv'],
   ['/exports/journal.jsonl', 'jsonl'],
 ])
 
-const CONTENT_TYPES: Record<ExportFormat, string> = {
+const CONTENT_TYPES: Record<JournalExportFormat, string> = {
   csv: 'text/csv; charset=utf-8; header=present',
   jsonl: 'application/jsonl; charset=utf-8',
 }
 
 const PARAMETERS = ['from', 'to'] as const
-
-/** Column names, the same in both formats. */
-const NAMES: Record<(typeof JOURNAL_EXPORT_COLUMNS)[number], string> = {
-  transactionId: 'transaction_id',
-  entryId: 'entry_id',
-  postedAt: 'posted_at',
-  kind: 'kind',
-  idempotencyKey: 'idempotency_key',
-  accountCode: 'account_code',
-  direction: 'direction',
-  amount: 'amount',
-  unit: 'unit',
-  balanceAfter: 'balance_after',
-}
 
 export interface ExportDeps {
   database: Database
@@ -57,7 +41,7 @@ export interface ExportDeps {
 export async function serveJournalExport(
   req: IncomingMessage,
   res: ServerResponse,
-  format: ExportFormat,
+  format: JournalExportFormat,
   { database, services, logger }: ExportDeps,
 ): Promise<void> {
   if (req.method !== 'GET') {
@@ -91,11 +75,10 @@ export async function serveJournalExport(
     closed = true
   })
   try {
-    if (format === 'csv') await write(res, csvLine(JOURNAL_EXPORT_COLUMNS.map((c) => NAMES[c])))
-    for await (const page of journalExportPages(database.db, range, horizon)) {
+    if (format === 'csv') await write(res, `${JOURNAL_EXPORT_COLUMNS.map(csvField).join(',')}\r\n`)
+    for await (const page of journalExportPages(database.db, format, range, horizon)) {
       if (closed) return
-      const text = page.map(format === 'csv' ? csvRow : jsonLine).join('')
-      if (text.length > 0) await write(res, text)
+      await write(res, page)
     }
     res.end()
   } catch (error) {
@@ -165,19 +148,9 @@ export function parseRange(params: URLSearchParams): JournalExportRange | { erro
   return range
 }
 
-/** RFC 4180: a field with a comma, a quote, CR or LF is quoted, its quotes doubled. */
+/** RFC 4180: a field with a comma, a quote, CR or LF is quoted, its quotes doubled (the rows are quoted so in SQL). */
 export function csvField(value: string): string {
   return /[",\r\n]/.test(value) ? `"${value.replaceAll('"', '""')}"` : value
-}
-
-const csvLine = (fields: readonly string[]) => `${fields.map(csvField).join(',')}\r\n`
-
-const csvRow = (row: JournalExportRow) => csvLine(JOURNAL_EXPORT_COLUMNS.map((c) => row[c]))
-
-function jsonLine(row: JournalExportRow): string {
-  const out: Record<string, string> = {}
-  for (const c of JOURNAL_EXPORT_COLUMNS) out[NAMES[c]] = row[c]
-  return `${JSON.stringify(out)}\n`
 }
 
 /** Writes, then waits until the client has taken it (or is gone). */

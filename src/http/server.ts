@@ -10,7 +10,7 @@ import type { Logger } from 'pino'
 import type { Authenticator } from '../auth/authenticate.js'
 import { AuthenticationError } from '../auth/tokens.js'
 import type { Config } from '../config.js'
-import type { Database } from '../db/client.js'
+import { type Database, isDatabaseUnavailable } from '../db/client.js'
 import { migrationsApplied } from '../db/migrate.js'
 import type { Context, Viewer } from '../graphql/context.js'
 import { schema as appSchema } from '../graphql/schema.js'
@@ -100,6 +100,17 @@ export async function authenticate(auth: Authenticator, authorization: unknown):
   }
 }
 
+/**
+ * SERVICE_UNAVAILABLE, HTTP 503 with Retry-After. A write may or may not have
+ * been committed (a commit whose answer was lost with its connection): send it
+ * again with the same idempotency key, which returns the first result if it was.
+ */
+export function databaseUnavailableError() {
+  return createGraphQLError('The service is unavailable for a moment; try again shortly.', {
+    extensions: { code: 'SERVICE_UNAVAILABLE', http: { status: 503, headers: { 'retry-after': '1' } } },
+  })
+}
+
 export function buildApp({
   config,
   database,
@@ -136,6 +147,11 @@ export function buildApp({
       // Never send originals (messages, stacks, SQL) to clients, whatever NODE_ENV says.
       isDev: false,
       maskError: (error, message) => {
+        // The database away (a restart, a failover): a refusal worth retrying, not an internal error.
+        if (isDatabaseUnavailable(error)) {
+          logger.warn({ err: error }, 'database unavailable during a GraphQL operation')
+          return databaseUnavailableError()
+        }
         const masked = maskError(error, message, false)
         if (masked !== error) logger.error({ err: error }, 'unexpected error in a GraphQL operation')
         return masked
