@@ -1,0 +1,74 @@
+// Patches the `postgres` driver (porsager/postgres 3.4.9) in node_modules
+// after every install (package.json "postinstall"). Idempotent; fails the
+// install if the code to patch is not found (another version: check whether
+// it still needs this, then update or remove the patch).
+//
+// Why: when PostgreSQL closes connections under load (a restart, a failover,
+// `pg_ctl stop -m fast`), a write the driver had deferred with setImmediate
+// can run after the connection's socket was set to null, and throws from the
+// immediate callback: an uncaught TypeError ("Cannot read properties of null
+// (reading 'write')") that kills the whole server (porsager/postgres#1066,
+// #1154, #1208; unmerged fixes #1168, #1176, #1209). And a connection closed
+// with a deferred write pending kept the stale timer and the stale bytes, so
+// its next connection attempt never sent its startup message and hung until
+// connect_timeout. test/fault-database-restart.test.ts reproduces both.
+//
+// The patch: a deferred write that finds no socket fails the connection's
+// queries (CONNECTION_CLOSED, which callers see and retry) instead of
+// throwing; and closing a connection drops its pending bytes and timer.
+
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { dirname, join } from 'node:path'
+
+const MARKER = 'giftledger-patch'
+const require = createRequire(import.meta.url)
+
+const replacements = [
+  {
+    find: '  function nextWrite(fn) {\n    const x = socket.write(chunk, fn)\n',
+    replace:
+      '  function nextWrite(fn) {\n' +
+      `    if (!socket) { // ${MARKER}: a deferred write after the socket closed (porsager/postgres#1208)\n` +
+      '      chunk = nextWriteTimer = null\n' +
+      "      error(Errors.connection('CONNECTION_CLOSED', options))\n" +
+      '      return false\n' +
+      '    }\n' +
+      '    const x = socket.write(chunk, fn)\n',
+  },
+  {
+    find: "    incomings = null\n    clearImmediate(nextWriteTimer)\n    socket.removeListener('data', data)\n",
+    replace:
+      '    incomings = null\n' +
+      '    clearImmediate(nextWriteTimer)\n' +
+      `    nextWriteTimer = chunk = null // ${MARKER}: nothing of a closed connection is sent on the next one\n` +
+      "    socket.removeListener('data', data)\n",
+  },
+]
+
+let root
+try {
+  // The package's main is cjs/src/index.js (its exports hide package.json).
+  root = join(dirname(require.resolve('postgres')), '..', '..')
+} catch {
+  console.log('patch-postgres: postgres is not installed; nothing to patch')
+  process.exit(0)
+}
+const { version } = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'))
+for (const variant of ['src', 'cjs/src', 'cf/src']) {
+  const file = join(root, variant, 'connection.js')
+  if (!existsSync(file)) continue
+  let source = readFileSync(file, 'utf8')
+  if (source.includes(MARKER)) continue
+  for (const { find, replace } of replacements) {
+    if (!source.includes(find)) {
+      console.error(
+        `patch-postgres: postgres ${version}: ${variant}/connection.js is not the code this patch knows`,
+      )
+      process.exit(1)
+    }
+    source = source.replace(find, replace)
+  }
+  writeFileSync(file, source)
+  console.log(`patch-postgres: patched postgres ${version} ${variant}/connection.js`)
+}
