@@ -87,8 +87,11 @@ export function createServices(config: Config, database: Database, hooks: Servic
     batchSizeMax: config.ledger.batchSizeMax,
   })
   const recharge = new RechargeService(database.db, ledger, paymentGateways(config))
-  const inbox = new WebhookInbox(database.db, recharge, (error, event) =>
-    hooks.onBackgroundError?.(error, { ...event, component: 'webhook-inbox' }),
+  const inbox = new WebhookInbox(
+    database.db,
+    recharge,
+    (error, event) => hooks.onBackgroundError?.(error, { ...event, component: 'webhook-inbox' }),
+    config.inbox.leaseMs,
   )
   const onLiveError = (error: unknown) => hooks.onBackgroundError?.(error, { component: 'live' })
   // With REDIS_URL, live events travel through Redis (several instances); in-process otherwise.

@@ -28,6 +28,11 @@ export const INBOX_LIMITS = {
   attemptsMax: 8,
   backoffBaseMs: 1_000,
   backoffMaxMs: 60 * 60 * 1_000,
+  /**
+   * How long a claim lasts (WEBHOOK_LEASE_MS overrides it): events claimed by
+   * a process that died are taken over by another (or by the restarted one)
+   * only once their lease has run out. Longer than a batch can take.
+   */
   leaseMs: 60_000,
   errorLengthMax: 1_000,
 } as const
@@ -75,6 +80,7 @@ export class WebhookInbox {
       error: unknown,
       event: { provider: string; eventId: string },
     ) => void = () => {},
+    private readonly leaseMs: number = INBOX_LIMITS.leaseMs,
   ) {}
 
   /** The route's whole job: verify, store once, acknowledge. Processing happens after. */
@@ -218,7 +224,7 @@ export class WebhookInbox {
   /** Claims due events with a lease, so that several workers (instances) never process one twice at once. */
   private async claim(): Promise<InboxRow[]> {
     const result = await this.db.execute(sql`
-      update webhook_events set lease_until = now() + ${`${INBOX_LIMITS.leaseMs} milliseconds`}::interval,
+      update webhook_events set lease_until = now() + ${`${this.leaseMs} milliseconds`}::interval,
                                 attempts = attempts + 1
        where id in (
          select id from webhook_events
