@@ -1,8 +1,16 @@
 import { randomUUID } from 'node:crypto'
 import { sql } from 'drizzle-orm'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { checkLedgerIntegrity } from '../src/audit/integrity.js'
-import { chainHash, rangeContent, Sealer, sealsPage, verifySeals } from '../src/audit/seals.js'
+import {
+  chainHash,
+  rangeContent,
+  Sealer,
+  type SealRun,
+  sealsPage,
+  startSealing,
+  verifySeals,
+} from '../src/audit/seals.js'
 import { type Database, type DbOrTx, openDatabase } from '../src/db/client.js'
 import { rowsOf } from '../src/db/rows.js'
 import { creatorEarnings, Ledger, type PostingRequest, platform, userWallet } from '../src/ledger/index.js'
@@ -235,6 +243,28 @@ describe('seals', () => {
       lastTransactionId: posted.transaction.id,
       previousHash: before.at(-1)?.hash,
     })
+  })
+
+  it('run in the background every interval, and stop cleanly', async () => {
+    const runs: SealRun[] = []
+    const stop = startSealing(app.services.seals, {
+      intervalMs: 100,
+      onError: (error) => {
+        throw error
+      },
+      onSealed: (run) => runs.push(run),
+    })
+    try {
+      const posted = await ledger.post(gift(2, 1, 8n))
+      await vi.waitFor(() => expect(runs.at(-1)?.horizon).toBe(posted.transaction.id), { timeout: 10_000 })
+      expect((await allSeals()).at(-1)?.lastTransactionId).toBe(posted.transaction.id)
+    } finally {
+      await stop()
+    }
+    const count = (await allSeals()).length
+    await ledger.post(gift(2, 1, 8n))
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    expect((await allSeals()).length).toBe(count)
   })
 
   it('assign a bare INSERT its xid before its id is drawn (the horizon relies on it)', async () => {

@@ -24,6 +24,8 @@ describe('configuration', () => {
     [{ JWT_SECRET: 'short' }, 'JWT_SECRET'],
     [{ NODE_ENV: 'production' }, 'JWT_SECRET'],
     [{ LEDGER_BATCH_MAX: '-1' }, 'LEDGER_BATCH_MAX'],
+    [{ LEDGER_SEAL_INTERVAL_MS: '10' }, 'LEDGER_SEAL_INTERVAL_MS'],
+    [{ LEDGER_SEAL_BATCH_MAX: '0' }, 'LEDGER_SEAL_BATCH_MAX'],
     [{ GRAPHQL_INTROSPECTION: 'yes' }, 'GRAPHQL_INTROSPECTION'],
     [{ RATE_LIMIT_MUTATIONS_PER_SECOND: '0' }, 'RATE_LIMIT_MUTATIONS_PER_SECOND'],
     [{ RATE_LIMIT_MUTATIONS_BURST: '1.5' }, 'RATE_LIMIT_MUTATIONS_BURST'],
@@ -48,6 +50,12 @@ describe('configuration', () => {
     expect(loadConfig({}).rateLimit).toEqual({ mutationsPerSecond: 20, mutationsBurst: 40 })
     const tuned = loadConfig({ RATE_LIMIT_MUTATIONS_PER_SECOND: '5', RATE_LIMIT_MUTATIONS_BURST: '10' })
     expect(tuned.rateLimit).toEqual({ mutationsPerSecond: 5, mutationsBurst: 10 })
+  })
+
+  it('seals the journal every 5 s, at most 10,000 transactions a seal, unless told', () => {
+    expect(loadConfig({}).seals).toEqual({ intervalMs: 5_000, batchSizeMax: 10_000 })
+    const tuned = loadConfig({ LEDGER_SEAL_INTERVAL_MS: '250', LEDGER_SEAL_BATCH_MAX: '100' })
+    expect(tuned.seals).toEqual({ intervalMs: 250, batchSizeMax: 100 })
   })
 
   it('starts in production with a secret', () => {
