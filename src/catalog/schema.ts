@@ -71,13 +71,20 @@ export const Gift = builder.drizzleObject('gifts', {
   name: 'Gift',
   description: 'Something a viewer can send to a creator, for coins.',
   fields: (t) => ({
-    id: t.exposeID('id'),
-    sku: t.exposeString('sku', { description: 'Stable name of the gift, e.g. "rose".' }),
-    name: t.exposeString('name'),
+    // Resolvers rather than exposes: an exposed column makes the drizzle plugin
+    // read a row again when it did not come from a planned query (a gift event's
+    // gift, which its batch already read). The type's default selection (all
+    // columns) serves planned queries.
+    id: t.id({ resolve: (g) => g.id }),
+    sku: t.string({ description: 'Stable name of the gift, e.g. "rose".', resolve: (g) => g.sku }),
+    name: t.string({ resolve: (g) => g.name }),
     coinCost: t.field({ type: 'Amount', description: 'Coins per gift.', resolve: (g) => g.coinCost }),
-    imageUrl: t.exposeString('imageUrl'),
-    active: t.exposeBoolean('active', { description: 'False once retired: it can no longer be sent.' }),
-    sortOrder: t.exposeInt('sortOrder', { description: 'Display order, smallest first.' }),
+    imageUrl: t.string({ resolve: (g) => g.imageUrl }),
+    active: t.boolean({
+      description: 'False once retired: it can no longer be sent.',
+      resolve: (g) => g.active,
+    }),
+    sortOrder: t.int({ description: 'Display order, smallest first.', resolve: (g) => g.sortOrder }),
   }),
 })
 
@@ -279,7 +286,12 @@ builder.mutationFields((t) => ({
     authScopes: { admin: true },
     args: { input: t.arg({ type: UpdateGiftInput, required: true }) },
     resolve: (_root, { input }, ctx) =>
-      mutate(updateGiftInput, input, async (valid) => ({ gift: await updateGift(ctx.db, valid) })),
+      mutate(updateGiftInput, input, async (valid) => {
+        const gift = await updateGift(ctx.db, valid)
+        // Gifts priced from the old row would be sent back by their batch; spare them that.
+        ctx.services.gifts.forgetGift(gift.id)
+        return { gift }
+      }),
   }),
   retireGift: t.field({
     type: RetireGiftPayload,
@@ -289,7 +301,11 @@ builder.mutationFields((t) => ({
     authScopes: { admin: true },
     args: { input: t.arg({ type: RetireGiftInput, required: true }) },
     resolve: (_root, { input }, ctx) =>
-      mutate(retireGiftInput, input, async (valid) => ({ gift: await retireGift(ctx.db, valid.giftId) })),
+      mutate(retireGiftInput, input, async (valid) => {
+        const gift = await retireGift(ctx.db, valid.giftId)
+        ctx.services.gifts.forgetGift(gift.id)
+        return { gift }
+      }),
   }),
   createCoinPackage: t.field({
     type: CreateCoinPackagePayload,

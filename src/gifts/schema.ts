@@ -1,34 +1,59 @@
+import { Gift } from '../catalog/schema.js'
 import { builder } from '../graphql/builder.js'
 import { type UserError, UserErrorRef, withUserErrors } from '../graphql/errors.js'
+import { LiveStream } from '../streams/schema.js'
+import { User } from '../users/schema.js'
 import { viewerOf, Wallet, type WalletShape } from '../wallet/schema.js'
-import type { GiftEvent as GiftEventRow } from './service.js'
+import { giftEventLoaders } from './loaders.js'
+import type { GiftEventView } from './types.js'
 
 export const GiftEvent = builder.drizzleObject('giftEvents', {
   name: 'GiftEvent',
   description: 'A gift sent: who sent what to whom, and where it stands in its stream and streak.',
   fields: (t) => ({
-    id: t.exposeID('id'),
+    // Gift events come from code (their batch, the live feed), not from planned
+    // queries: plain resolvers, as exposed columns would make the drizzle
+    // plugin read each event again.
+    id: t.id({ resolve: (e) => e.id }),
     sequence: t.int({
       nullable: true,
       description: 'Position in its live stream (1, 2, 3…); null for a gift outside a live stream.',
       resolve: (e) => (e.sequence === null ? null : Number(e.sequence)),
     }),
-    quantity: t.exposeInt('quantity'),
+    quantity: t.int({ resolve: (e) => e.quantity }),
     coins: t.field({ type: 'Amount', description: 'Coins this gift cost in all.', resolve: (e) => e.coins }),
-    combo: t.exposeInt('combo', {
+    combo: t.int({
       description:
         'Gifts in this streak so far, this one included: the same sender sending the same gift in the same stream within the combo window continues it.',
+      resolve: (e) => e.combo,
     }),
     sentAt: t.field({ type: 'DateTime', resolve: (e) => e.sentAt }),
-    gift: t.relation('gift'),
-    sender: t.relation('sender'),
-    creator: t.relation('creator'),
-    liveStream: t.relation('stream', { nullable: true }),
+    // From the rows the gift's batch attached (sendGift's answer), else loaded
+    // per request (a retry's answer, the live feed). Not drizzle relations:
+    // those would read the event again with its relations, whatever it came with.
+    gift: t.field({
+      type: Gift,
+      resolve: (e: GiftEventView, _args, ctx) => e.gift ?? giftEventLoaders(ctx).gifts.load(e.giftId),
+    }),
+    sender: t.field({
+      type: User,
+      resolve: (e: GiftEventView, _args, ctx) => e.sender ?? giftEventLoaders(ctx).users.load(e.senderId),
+    }),
+    creator: t.field({
+      type: User,
+      resolve: (e: GiftEventView, _args, ctx) => e.creator ?? giftEventLoaders(ctx).users.load(e.creatorId),
+    }),
+    liveStream: t.field({
+      type: LiveStream,
+      nullable: true,
+      resolve: (e, _args, ctx) =>
+        e.streamId === null ? null : giftEventLoaders(ctx).streams.load(e.streamId),
+    }),
   }),
 })
 
 interface SendGiftPayloadShape {
-  giftEvent?: GiftEventRow | null
+  giftEvent?: GiftEventView | null
   wallet?: WalletShape | null
   userErrors: UserError[]
 }

@@ -10,9 +10,13 @@ export const User = builder.drizzleObject('users', {
   description: 'A user’s public profile.',
   select: { columns: { id: true, handle: true, displayName: true, roles: true } },
   fields: (t) => ({
-    id: t.exposeID('id'),
-    handle: t.exposeString('handle'),
-    displayName: t.exposeString('displayName'),
+    // Resolvers rather than exposes: an exposed column makes the drizzle plugin
+    // read a row again when it did not come from a planned query (a gift's
+    // sender or creator, which its batch already read). The selection above
+    // serves planned queries.
+    id: t.id({ resolve: (u) => u.id }),
+    handle: t.string({ resolve: (u) => u.handle }),
+    displayName: t.string({ resolve: (u) => u.displayName }),
     isCreator: t.boolean({ resolve: (u) => u.roles.includes('creator') }),
   }),
 })
@@ -70,6 +74,7 @@ builder.mutationFields((t) => ({
           .where(and(eq(users.id, creatorId), sql`'creator' = any(${users.roles})`))
           .returning()
         if (!creator) throw new DomainError('CREATOR_NOT_FOUND', 'no such creator', 'input.creatorId')
+        ctx.services.gifts.forgetCreator(creator.id)
         return { creator, shareBasisPoints: creator.creatorShareBps }
       }),
   }),
