@@ -54,6 +54,8 @@ try {
     intervalMs: config.seals.intervalMs,
     onError: (err) => logger.error({ err }, 'sealing failed; will retry'),
     onSealed: (run) => logger.debug({ run }, 'journal sealed'),
+    onStalled: () =>
+      logger.warn('sealing waits: database transactions older than the journal horizon are still open'),
   })
 
   const app = buildApp({

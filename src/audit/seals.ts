@@ -258,23 +258,35 @@ export class Sealer {
 }
 
 /**
- * Runs the sealer every `intervalMs`, one run at a time; the returned
- * function stops it and waits for the run in progress (which stops after
- * its current seal).
+ * Runs the sealer every `intervalMs`, one run at a time (a tick while a run
+ * is in progress is skipped: a backlog does not queue runs up). The returned
+ * function stops it and waits for the run in progress, which stops after its
+ * current seal.
  */
 export function startSealing(
   sealer: Sealer,
-  options: { intervalMs: number; onError: (error: unknown) => void; onSealed?: (run: SealRun) => void },
+  options: {
+    intervalMs: number
+    onError: (error: unknown) => void
+    onSealed?: (run: SealRun) => void
+    /** In-flight database transactions kept the horizon from closing this time (a stuck session?). */
+    onStalled?: () => void
+  },
 ): () => Promise<void> {
   let stopping = false
-  let running: Promise<void> = Promise.resolve()
+  let running: Promise<void> | null = null
   const tick = () => {
-    running = running
-      .then(() => (stopping ? undefined : sealer.sealClosed(() => stopping)))
+    if (running || stopping) return
+    running = sealer
+      .sealClosed(() => stopping)
       .then((run) => {
-        if (run && run.seals > 0) options.onSealed?.(run)
+        if (run.horizon === null) options.onStalled?.()
+        else if (run.seals > 0) options.onSealed?.(run)
       })
       .catch(options.onError)
+      .finally(() => {
+        running = null
+      })
   }
   const timer = setInterval(tick, options.intervalMs)
   timer.unref()
