@@ -342,12 +342,13 @@ export function buildApp({
       disconnect: () => res.destroy(),
     })
     // A subscription over SSE: a live subscriber while it lasts, ended by stop().
+    const ending = new AbortController()
     if (response.headers.get('content-type')?.startsWith('text/event-stream')) {
       observation.stream = true
-      eventStreams.add(abort)
-      res.once('close', () => eventStreams.delete(abort))
+      eventStreams.add(ending)
+      res.once('close', () => eventStreams.delete(ending))
     }
-    await sendResponse(res, response)
+    await sendResponse(res, response, ending.signal)
   }
 
   function refuseTooLarge(req: IncomingMessage, res: ServerResponse): void {
@@ -445,7 +446,8 @@ function toHeaders(req: IncomingMessage): Headers {
   return headers
 }
 
-async function sendResponse(res: ServerResponse, response: Response): Promise<void> {
+/** Writes Yoga's response; `ending` aborted ends a stream (SSE) cleanly: its subscription is returned. */
+async function sendResponse(res: ServerResponse, response: Response, ending?: AbortSignal): Promise<void> {
   const headers: Record<string, string | string[]> = {}
   response.headers.forEach((value, name) => {
     if (name !== 'set-cookie') headers[name] = value
@@ -458,15 +460,32 @@ async function sendResponse(res: ServerResponse, response: Response): Promise<vo
     return
   }
   // Written chunk by chunk, so that event streams (SSE) reach the client as they come.
-  for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
-    if (res.destroyed) break
-    if (!res.write(chunk)) {
+  const reader = response.body.getReader()
+  // Yoga's stream (a ponyfill) does not settle a pending read when cancelled: `ending` settles it instead.
+  let settleRead: ((result: null) => void) | undefined
+  const onEnding = () => settleRead?.(null)
+  ending?.addEventListener('abort', onEnding, { once: true })
+  for (;;) {
+    const next = ending?.aborted
+      ? null
+      : await new Promise<ReadableStreamReadResult<Uint8Array> | null>((resolve, reject) => {
+          settleRead = resolve
+          reader.read().then(resolve, reject)
+        })
+    if (next === null || res.destroyed) {
+      // Returns the subscription's iterator (the stream's cancel); nothing waits for it.
+      void reader.cancel().catch(() => {})
+      break
+    }
+    if (next.done) break
+    if (!res.write(next.value)) {
       await new Promise<void>((resolve) => {
         res.once('drain', resolve)
         res.once('close', resolve)
       })
     }
   }
+  ending?.removeEventListener('abort', onEnding)
   res.end()
 }
 
