@@ -26,6 +26,9 @@ describe('configuration', () => {
     [{ LEDGER_BATCH_MAX: '-1' }, 'LEDGER_BATCH_MAX'],
     [{ LEDGER_SEAL_INTERVAL_MS: '10' }, 'LEDGER_SEAL_INTERVAL_MS'],
     [{ LEDGER_SEAL_BATCH_MAX: '0' }, 'LEDGER_SEAL_BATCH_MAX'],
+    [{ SHUTDOWN_TIMEOUT_MS: '10' }, 'SHUTDOWN_TIMEOUT_MS'],
+    [{ METRICS_TOKEN: 'short' }, 'METRICS_TOKEN'],
+    [{ METRICS_TOKEN: 'has a space in it, 1234567890' }, 'METRICS_TOKEN'],
     [{ GRAPHQL_INTROSPECTION: 'yes' }, 'GRAPHQL_INTROSPECTION'],
     [{ RATE_LIMIT_MUTATIONS_PER_SECOND: '0' }, 'RATE_LIMIT_MUTATIONS_PER_SECOND'],
     [{ RATE_LIMIT_MUTATIONS_BURST: '1.5' }, 'RATE_LIMIT_MUTATIONS_BURST'],
@@ -56,6 +59,14 @@ describe('configuration', () => {
     expect(loadConfig({}).seals).toEqual({ intervalMs: 5_000, batchSizeMax: 10_000 })
     const tuned = loadConfig({ LEDGER_SEAL_INTERVAL_MS: '250', LEDGER_SEAL_BATCH_MAX: '100' })
     expect(tuned.seals).toEqual({ intervalMs: 250, batchSizeMax: 100 })
+  })
+
+  it('stops within 10 s and serves /metrics without a token unless told', () => {
+    expect(loadConfig({}).shutdown.timeoutMs).toBe(10_000)
+    expect(loadConfig({}).metrics.token).toBeUndefined()
+    const config = loadConfig({ SHUTDOWN_TIMEOUT_MS: '25000', METRICS_TOKEN: 'scrape-token-0123456789' })
+    expect(config.shutdown.timeoutMs).toBe(25_000)
+    expect(config.metrics.token).toBe('scrape-token-0123456789')
   })
 
   it('starts in production with a secret', () => {
