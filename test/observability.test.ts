@@ -205,12 +205,24 @@ describe('structured logs', () => {
     await until(() => logEntries().some((e) => e.msg === 'subscription started'), 'the subscription')
     sub.unsubscribe()
     await ws.dispose()
+    // A raw WebSocket with its own request id, echoed on the upgrade's answer and in its close line.
+    const raw = new WebSocket(`${app.url.replace('http', 'ws')}/graphql`, 'graphql-transport-ws', {
+      headers: { 'x-request-id': 'obs-ws-0001' },
+    })
+    const upgradeId = new Promise<unknown>((resolve) =>
+      raw.once('upgrade', (response) => resolve(response.headers['x-request-id'])),
+    )
+    await new Promise((resolve) => raw.once('open', resolve))
+    raw.send(JSON.stringify({ type: 'connection_init', payload: { authorization: `Bearer ${alice.token}` } }))
+    await new Promise((resolve) => raw.once('message', resolve))
+    raw.close(1000)
+    expect(await upgradeId).toBe('obs-ws-0001')
     // A WebSocket with a forged token: refused (4403).
     const bad = wsClient(forgedToken)
     const refused = subscribe(bad, MY_WALLET)
     await until(() => refused.errors.length > 0, 'the refusal')
     await until(
-      () => logEntries().filter((e) => e.msg === 'websocket closed').length >= 2,
+      () => logEntries().filter((e) => e.msg === 'websocket closed').length >= 3,
       'both connections logged',
     )
 
@@ -261,6 +273,11 @@ describe('structured logs', () => {
     const closes = logEntries().filter((e) => e.msg === 'websocket closed')
     expect(closes.find((e) => e.userId === alice.userId)).toMatchObject({ accepted: true, code: 1000 })
     expect(closes.find((e) => e.userId === undefined)).toMatchObject({ accepted: false, code: 4403 })
+    expect(closes.find((e) => e.requestId === 'obs-ws-0001')).toMatchObject({
+      userId: alice.userId,
+      accepted: true,
+      code: 1000,
+    })
     expect(
       logEntries().find((e) => e.msg === 'subscription started' && e.userId === alice.userId),
     ).toMatchObject({ operation: 'MyWallet' })
