@@ -15,6 +15,7 @@ import { migrationsApplied } from '../db/migrate.js'
 import type { Context, Viewer } from '../graphql/context.js'
 import { schema as appSchema } from '../graphql/schema.js'
 import { Metrics } from '../ops/metrics.js'
+import { ProviderUnavailableError } from '../payments/types.js'
 import type { Services } from '../services.js'
 import { EXPORT_ROUTES, serveJournalExport } from './exports.js'
 import { LIVE_PAGE_PREFIX, serveLivePage } from './live-page.js'
@@ -199,15 +200,26 @@ export function buildApp({
       res.on('close', () => inFlight.delete(res))
       const observation = observeRequest(req, res, logger, metrics)
       route(req, res, observation).catch((err: unknown) => {
-        // A client that went away mid-request is not a server error.
-        if (req.destroyed || (err instanceof Error && err.name === 'AbortError')) {
+        // A client that went away mid-request is not a server error. (Not req.destroyed: it
+        // is true as soon as a request's body has been read, and every later failure was
+        // taken for a client gone: the connection cut, no answer, nothing logged.)
+        if (req.socket.destroyed || res.destroyed || (err instanceof Error && err.name === 'AbortError')) {
           logger.debug({ err }, 'client went away')
           res.destroy()
           return
         }
-        logger.error({ err }, 'request failed')
-        if (!res.headersSent) sendJson(res, 500, { error: 'internal error' })
-        else res.destroy()
+        if (res.headersSent) {
+          logger.error({ err }, 'request failed')
+          res.destroy()
+        } else if (isDatabaseUnavailable(err) || err instanceof ProviderUnavailableError) {
+          // The database or a payment provider away: 503, which clients and providers retry.
+          logger.warn({ err }, 'request refused: a dependency is unavailable')
+          res.setHeader('retry-after', '1')
+          sendJson(res, 503, { error: 'temporarily unavailable; try again shortly' })
+        } else {
+          logger.error({ err }, 'request failed')
+          sendJson(res, 500, { error: 'internal error' })
+        }
       })
     },
   )
