@@ -1,8 +1,9 @@
-import { sql } from 'drizzle-orm'
+import { eq, sql } from 'drizzle-orm'
 import { type Client, createClient } from 'graphql-ws'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import WebSocket from 'ws'
 import { rowsOf } from '../src/db/rows.js'
+import { giftEvents } from '../src/db/schema.js'
 import { CLOSE_CODES, WS_LIMITS } from '../src/http/websocket.js'
 import { type Actor, signIn } from './support/actors.js'
 import { startTestApp, type TestApp } from './support/app.js'
@@ -334,18 +335,27 @@ describe('slow consumers', () => {
     const topic = `stream:${slowStream}`
     const bus = app.services.live.bus as unknown as { subscriberCount(topic: string): number }
     await until(() => bus.subscriberCount(topic) === 1, 5_000, 'the subscription')
+    // One real gift, received: the subscriber has caught up (written to directly from now on).
+    expect((await send(senders[0] as Actor, slowStream)).giftEvent?.sequence).toBe(1)
+    await until(() => messages.some((m) => m.includes('"next"')), 5_000, 'the first gift')
     socket.pause()
-    // Publish straight onto the bus, much faster than the client reads:
-    // events shaped like committed ones, with contiguous sequences.
-    const sender = senders[0] as Actor
-    let published = 0
-    for (let batch = 0; batch < 200 && bus.subscriberCount(topic) > 0; batch++) {
-      const events = Array.from({ length: 100 }, () => {
-        published++
-        return fakeEvent(slowStream, published, sender.userId, other.userId)
-      })
+    // Publish straight onto the bus, much faster than the client reads. The
+    // server writes until the OS's socket buffers are full (megabytes on
+    // loopback), then holds at most bufferedEventsMax events' worth: copies of
+    // the stored gift (same id, the next sequences) are executed once (the
+    // fan-out shares results by event id), so that many megabytes go quickly.
+    const [stored] = await app.database.db
+      .select()
+      .from(giftEvents)
+      .where(eq(giftEvents.streamId, slowStream))
+    let published = 1
+    for (let batch = 0; batch < 1_000 && bus.subscriberCount(topic) > 0; batch++) {
+      const events = Array.from({ length: 100 }, () => ({
+        ...(stored as typeof giftEvents.$inferSelect),
+        sequence: BigInt(++published),
+      }))
       app.services.live.gifts.publishCommitted(events)
-      await new Promise((r) => setTimeout(r, 5))
+      await new Promise((r) => setImmediate(r))
     }
     expect(bus.subscriberCount(topic)).toBe(0)
     socket.resume()

@@ -1,20 +1,16 @@
 import type { IncomingMessage, Server } from 'node:http'
+import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { createSourceEventStream, type ExecutionArgs, GraphQLError, getOperationAST } from 'graphql'
-import { CloseCode, type Context as WsContext } from 'graphql-ws'
+import { CloseCode, type OperationResult, type Context as WsContext } from 'graphql-ws'
 import { useServer } from 'graphql-ws/use/ws'
 import { maskError, type YogaServerInstance } from 'graphql-yoga'
 import type { Logger } from 'pino'
 import { type WebSocket, WebSocketServer } from 'ws'
 import { AuthenticationError } from '../auth/tokens.js'
 import type { Context, Viewer } from '../graphql/context.js'
-import {
-  operationFingerprint,
-  SharedResults,
-  sharedResultStream,
-  spliceMessage,
-  spliceReplacer,
-} from '../live/fanout.js'
+import { type FanoutSink, LiveGiftsFanout, operationFingerprint } from '../live/fanout.js'
+import { GiftFeedSource } from '../live/gift-feed.js'
 import type { Services } from '../services.js'
 import { upgradeRequestId } from './observe.js'
 
@@ -84,7 +80,12 @@ export function attachWebSocket({
   logger,
   keepAliveMs = WS_LIMITS.keepAliveMs,
 }: WebSocketOptions): GraphqlWebSocket {
-  const wss = new WebSocketServer({ noServer: true, maxPayload: WS_LIMITS.messageSizeMaxBytes })
+  // No permessage-deflate: the fan-out writes pre-framed messages to the TCP socket (fanoutSink).
+  const wss = new WebSocketServer({
+    noServer: true,
+    maxPayload: WS_LIMITS.messageSizeMaxBytes,
+    perMessageDeflate: false,
+  })
   const connectionsByUser = new Map<string, number>()
   const counted = new WeakSet<WebSocket>()
   /** Accepted connections (connection_init checked out): their subscriptions are counted at scrape. */
@@ -100,18 +101,14 @@ export function attachWebSocket({
   }
   server.on('upgrade', onUpgrade)
 
-  // Fan-out: identical live operations share one execution and one JSON per event (src/live/fanout.ts).
-  const shared = new SharedResults()
+  // Fan-out: liveGifts subscribers of the same operation share one execution and one JSON per
+  // event, written by the stream's channel to every caught-up subscriber (src/live/fanout.ts).
+  const fanout = new LiveGiftsFanout(services.live.gifts)
   const mask = (error: GraphQLError): GraphQLError => {
     const masked = maskError(error, 'Unexpected error.', false) as GraphQLError
     if (masked !== error) logger.error({ err: error }, 'unexpected error in a GraphQL operation')
     return masked
   }
-  wss.on('connection', (socket: WebSocket) => {
-    const send = socket.send.bind(socket) as (data: unknown, cb?: (error?: Error) => void) => void
-    // biome-ignore lint/suspicious/noExplicitAny: ws's send overloads.
-    ;(socket as any).send = (data: unknown, cb?: (error?: Error) => void) => send(spliceMessage(data), cb)
-  })
 
   const closeSocket = (socket: WebSocket, code: number, reason: string) => {
     socket.close(code, reason)
@@ -138,9 +135,6 @@ export function attachWebSocket({
       isProd: true,
       execute: (args) => (args.rootValue as Enveloped).execute(args),
       subscribe: (args) => subscribeShared(args),
-      jsonMessageReplacer: spliceReplacer(shared),
-      // The shared payload itself (already formatted), so that it is serialized once.
-      onNext: (_ctx, _id, _payload, _args, result) => (shared.isShared(result) ? result : undefined),
       onConnect: async (ctx: Ctx) => {
         const { socket } = ctx.extra
         let viewer: Viewer | null
@@ -193,14 +187,12 @@ export function attachWebSocket({
             ),
           ]
         }
+        const disconnectSlowConsumer = () =>
+          closeSocket(socket, CLOSE_CODES.slowConsumer, 'Slow consumer: resubscribe with afterSequence')
         const enveloped = yoga.getEnveloped({
           requestId: `ws:${id}`,
           clientAddress: request.socket.remoteAddress,
-          websocket: {
-            viewer: ctx.extra.viewer ?? null,
-            disconnectSlowConsumer: () =>
-              closeSocket(socket, CLOSE_CODES.slowConsumer, 'Slow consumer: resubscribe with afterSequence'),
-          },
+          websocket: { viewer: ctx.extra.viewer ?? null, disconnectSlowConsumer },
           params,
           request,
         })
@@ -219,17 +211,30 @@ export function attachWebSocket({
             }),
           ]
         }
+        const fingerprint = operationFingerprint(
+          params.query,
+          document,
+          params.operationName,
+          params.variables,
+        )
+        const root: Enveloped = {
+          execute: enveloped.execute,
+          subscribe: enveloped.subscribe,
+          shared:
+            fingerprint === null
+              ? null
+              : {
+                  key: fanout.shared.operationKey(fingerprint),
+                  sink: fanoutSink(socket, request.socket, id, disconnectSlowConsumer),
+                },
+        }
         return {
           schema: enveloped.schema,
           document,
           operationName: params.operationName,
           variableValues: params.variables,
           contextValue: await enveloped.contextFactory(),
-          rootValue: {
-            execute: enveloped.execute,
-            subscribe: enveloped.subscribe,
-            fingerprint: operationFingerprint(params.query, document, params.operationName, params.variables),
-          },
+          rootValue: root,
         }
       },
     },
@@ -237,20 +242,22 @@ export function attachWebSocket({
     keepAliveMs,
   )
 
-  /** A shareable operation: its own source stream, results shared by event; else Yoga's subscribe. */
-  async function subscribeShared(args: ExecutionArgs): Promise<OperationResult> {
+  /**
+   * A shareable operation: the field's own subscribe (arguments, authorization,
+   * refusals) gives the subscriber's feed, which the fan-out takes over; else Yoga's subscribe.
+   */
+  async function subscribeShared(args: ExecutionArgs): Promise<Awaited<OperationResult>> {
     const root = args.rootValue as Enveloped
-    if (root.fingerprint === null) return root.subscribe(args)
-    const source = await createSourceEventStream({ ...args, rootValue: undefined })
+    if (root.shared === null) return root.subscribe(args)
+    const operationArgs = { ...args, rootValue: undefined }
+    const source = await createSourceEventStream(operationArgs)
+    if (source instanceof GiftFeedSource) {
+      // The messages are written by the fan-out; graphql-ws gets an iterator that only ends (complete) or fails.
+      return fanout.subscribe(source, { key: root.shared.key, args: operationArgs, mask }, root.shared.sink)
+    }
     // A refusal (no such stream...): through Yoga again, for its error handling.
-    if (!(Symbol.asyncIterator in source)) return root.subscribe(args)
-    return sharedResultStream(
-      source,
-      { ...args, rootValue: undefined },
-      shared.operationKey(root.fingerprint),
-      shared,
-      mask,
-    ) as never
+    if (Symbol.asyncIterator in source) await (source as AsyncGenerator<unknown>).return?.(undefined)
+    return root.subscribe(args)
   }
 
   wss.on('error', (error) => logger.error({ err: error }, 'WebSocket server error'))
@@ -278,10 +285,65 @@ export function attachWebSocket({
   }
 }
 
-type OperationResult = ReturnType<NonNullable<Parameters<typeof useServer>[0]['execute']>>
 type Enveloped = {
   execute: (args: ExecutionArgs) => OperationResult
   subscribe: (args: ExecutionArgs) => OperationResult
-  /** The operation's sharing key; null when not shared. */
-  fingerprint: string | null
+  /** A shared operation's key and where its messages go; null when not shared. */
+  shared: { key: string; sink: FanoutSink } | null
+}
+
+/**
+ * Where the fan-out writes one subscription's `next` messages: each is
+ * `{"id":<id>,"type":"next","payload":` + the shared payload bytes + `}`,
+ * framed here as a WebSocket text frame and written straight to the TCP
+ * socket, several messages in one write. Safe next to ws's own writes
+ * (graphql-ws's messages, pings, the close frame) because, without
+ * permessage-deflate, ws writes each frame whole and synchronously to the
+ * same socket: frames never interleave. Nothing is written once ws is
+ * closing (after a close frame).
+ */
+function fanoutSink(socket: WebSocket, tcp: Socket, id: string, disconnect: () => void): FanoutSink {
+  const prefix = Buffer.from(`{"id":${JSON.stringify(id)},"type":"next","payload":`)
+  return {
+    write(payloads, flushed) {
+      if (socket.readyState !== socket.OPEN || tcp.destroyed) {
+        if (flushed) queueMicrotask(flushed)
+        return
+      }
+      tcp.write(nextFrames(prefix, payloads), flushed && (() => flushed()))
+    },
+    bufferedBytes: () => socket.bufferedAmount,
+    disconnectSlowConsumer: disconnect,
+  }
+}
+
+const FIN_TEXT = 0x81
+const CLOSING_BRACE = 0x7d
+
+/** Unmasked (server) WebSocket text frames, one per payload, in one buffer. */
+export function nextFrames(prefix: Buffer, payloads: readonly Buffer[]): Buffer {
+  let size = 0
+  for (const payload of payloads) {
+    const length = prefix.length + payload.length + 1
+    size += (length < 126 ? 2 : length < 65_536 ? 4 : 10) + length
+  }
+  const out = Buffer.allocUnsafe(size)
+  let at = 0
+  for (const payload of payloads) {
+    const length = prefix.length + payload.length + 1
+    out[at++] = FIN_TEXT
+    if (length < 126) {
+      out[at++] = length
+    } else if (length < 65_536) {
+      out[at++] = 126
+      at = out.writeUInt16BE(length, at)
+    } else {
+      out[at++] = 127
+      at = out.writeBigUInt64BE(BigInt(length), at)
+    }
+    at += prefix.copy(out, at)
+    at += payload.copy(out, at)
+    out[at++] = CLOSING_BRACE
+  }
+  return out
 }

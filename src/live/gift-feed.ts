@@ -28,7 +28,17 @@ export interface GiftFeedLimits {
 
 export const GIFT_FEED_LIMITS: GiftFeedLimits = { bufferedEventsMax: 256, replayPageSize: 100 }
 
-type FeedItem = { kind: 'gift'; event: GiftEvent } | { kind: 'ended' } | { kind: 'resync' }
+/** What a subscriber's queue carries: a live gift, the stream's end, or "read what you may have missed". */
+export type FeedItem = { kind: 'gift'; event: GiftEvent } | { kind: 'ended' } | { kind: 'resync' }
+
+/**
+ * Where one subscriber stands: the last sequence it has been given. The
+ * feed's loop (`follow`) reads and advances it; so does a transport that
+ * writes live events to a caught-up subscriber itself (src/live/fanout.ts).
+ */
+export interface FeedCursor {
+  last: number
+}
 
 /** A subscriber fell more than bufferedEventsMax events behind. */
 export class SlowConsumerError extends GraphQLError {
@@ -53,7 +63,7 @@ export class GiftFeed {
   constructor(
     private readonly db: Db,
     private readonly bus: LiveBus,
-    private readonly limits: GiftFeedLimits = GIFT_FEED_LIMITS,
+    readonly limits: GiftFeedLimits = GIFT_FEED_LIMITS,
   ) {}
 
   /** GiftService.onCommitted: one message per stream, in sequence order. */
@@ -77,11 +87,15 @@ export class GiftFeed {
     this.bus.publish(topic(streamId), { kind: 'ended' })
   }
 
+  /**
+   * Checks the arguments and the stream (a refusal throws a DomainError);
+   * the returned source starts (listens, then reads) on its first next().
+   */
   async subscribe(
     streamId: string,
     afterSequence: number | null | undefined,
     subscriber: FeedSubscriber = {},
-  ): Promise<AsyncGenerator<GiftEvent>> {
+  ): Promise<GiftFeedSource> {
     const after = afterSequence ?? null
     if (after !== null && (!Number.isSafeInteger(after) || after < 0)) {
       throw new DomainError(
@@ -93,73 +107,75 @@ export class GiftFeed {
     if (!isUuid(streamId) || !(await this.streamStatus(streamId))) {
       throw new DomainError('STREAM_NOT_FOUND', 'no such live stream', 'streamId')
     }
-    const queue = new BoundedQueue<FeedItem>(this.limits.bufferedEventsMax)
-    // Listening starts before anything is read: the seam.
-    const push = (item: FeedItem) => {
-      if (queue.push(item)) return true
-      unsubscribe()
-      queue.fail(new SlowConsumerError())
-      subscriber.onOverflow?.()
-      return false
-    }
-    const unsubscribe = this.bus.subscribe(
-      topic(streamId),
-      (payload) => {
-        for (const item of decodedOnce(payload)) if (!push(item)) return
-      },
-      // The transport may have missed messages (Redis reconnected): read them from the database.
-      () => push({ kind: 'resync' }),
-    )
-    const release = () => {
-      unsubscribe()
-      queue.close()
-    }
-    return cancellable(this.run(streamId, after, queue), release)
+    return new GiftFeedSource(this, streamId, after, subscriber)
   }
 
-  private async *run(
+  /**
+   * Calls `onItems` with the items of each bus message of the stream (decoded
+   * once per message, shared by every listener: read-only), and `onResync`
+   * when the transport may have missed messages. Returns the unsubscribe.
+   */
+  listen(streamId: string, onItems: (items: readonly FeedItem[]) => void, onResync: () => void): () => void {
+    return this.bus.subscribe(topic(streamId), (payload) => onItems(decodedOnce(payload)), onResync)
+  }
+
+  /** A subscriber's queue of live items: bounded; `onWait` as in BoundedQueue. */
+  queue(onWait?: () => void): BoundedQueue<FeedItem> {
+    return new BoundedQueue<FeedItem>(this.limits.bufferedEventsMax, onWait)
+  }
+
+  /**
+   * One subscriber's feed: the stored events after `after` (null: none, the
+   * feed starts now), then the live items of `queue`, which the caller fills
+   * from `listen` started BEFORE this runs (the seam). Yields each sequence
+   * once, in order; `cursor.last` is the last one given (advanced when the
+   * consumer asks for the next), and whatever advanced it meanwhile is
+   * respected: live events at or below it are dropped, one past a gap first
+   * has the missing events read from the database.
+   */
+  async *follow(
     streamId: string,
     after: number | null,
     queue: BoundedQueue<FeedItem>,
+    cursor: FeedCursor,
   ): AsyncGenerator<GiftEvent> {
     // Without afterSequence, the feed starts now: after the last committed event.
     const status = await this.streamStatus(streamId)
-    let last = after === null ? Number(status?.lastSequence ?? 0) : after
-    if (after !== null) {
-      for await (const event of this.stored(streamId, last, null)) {
-        yield event
-        last = Number(event.sequence)
-      }
-    }
+    cursor.last = after === null ? Number(status?.lastSequence ?? 0) : after
+    if (after !== null) yield* this.catchUp(streamId, cursor, null)
     // An ended stream takes no more gifts: what is stored is all there is.
     if (status?.status === 'ended') {
-      for await (const event of this.stored(streamId, last, null)) yield event
+      yield* this.catchUp(streamId, cursor, null)
       return
     }
     for (;;) {
       const item = await queue.take()
       if (item === undefined) return
       if (item.kind === 'ended') {
-        for await (const event of this.stored(streamId, last, null)) yield event
+        yield* this.catchUp(streamId, cursor, null)
         return
       }
       if (item.kind === 'resync') {
-        for await (const event of this.stored(streamId, last, null)) {
-          yield event
-          last = Number(event.sequence)
-        }
+        yield* this.catchUp(streamId, cursor, null)
         continue
       }
       const sequence = Number(item.event.sequence)
-      if (sequence <= last) continue
-      if (sequence > last + 1) {
-        for await (const event of this.stored(streamId, last, sequence)) {
-          yield event
-          last = Number(event.sequence)
-        }
-      }
+      if (sequence <= cursor.last) continue
+      if (sequence > cursor.last + 1) yield* this.catchUp(streamId, cursor, sequence)
       yield item.event
-      last = sequence
+      cursor.last = sequence
+    }
+  }
+
+  /** The stored events after cursor.last (and before `before`), advancing the cursor. */
+  private async *catchUp(
+    streamId: string,
+    cursor: FeedCursor,
+    before: number | null,
+  ): AsyncGenerator<GiftEvent> {
+    for await (const event of this.stored(streamId, cursor.last, before)) {
+      yield event
+      cursor.last = Number(event.sequence)
     }
   }
 
@@ -193,6 +209,72 @@ export class GiftFeed {
       .from(liveStreams)
       .where(eq(liveStreams.id, streamId))
     return row
+  }
+}
+
+/**
+ * One subscriber's feed as an async generator (SSE, and WebSocket operations
+ * that are not fanned out). Nothing happens until the first next(): then it
+ * listens on the bus into its own bounded queue and runs `follow`. A
+ * transport may instead take the subscription over (the WebSocket fan-out
+ * reads `streamId` and `afterSequence` and never iterates it).
+ */
+export class GiftFeedSource implements AsyncGenerator<GiftEvent> {
+  private running: AsyncGenerator<GiftEvent> | null = null
+  private finished = false
+
+  constructor(
+    private readonly feed: GiftFeed,
+    readonly streamId: string,
+    readonly afterSequence: number | null,
+    private readonly subscriber: FeedSubscriber,
+  ) {}
+
+  next(): Promise<IteratorResult<GiftEvent>> {
+    if (this.finished) return Promise.resolve({ done: true, value: undefined })
+    this.running ??= this.start()
+    return this.running.next()
+  }
+
+  return(value?: unknown): Promise<IteratorResult<GiftEvent>> {
+    this.finished = true
+    if (!this.running) return Promise.resolve({ done: true, value: undefined })
+    return this.running.return(value)
+  }
+
+  throw(error?: unknown): Promise<IteratorResult<GiftEvent>> {
+    this.finished = true
+    if (!this.running) return Promise.reject(error)
+    return this.running.throw(error)
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this
+  }
+
+  private start(): AsyncGenerator<GiftEvent> {
+    const queue = this.feed.queue()
+    const push = (item: FeedItem) => {
+      if (queue.push(item)) return true
+      unsubscribe()
+      queue.fail(new SlowConsumerError())
+      this.subscriber.onOverflow?.()
+      return false
+    }
+    // Listening starts before anything is read: the seam.
+    const unsubscribe = this.feed.listen(
+      this.streamId,
+      (items) => {
+        for (const item of items) if (!push(item)) return
+      },
+      // The transport may have missed messages (Redis reconnected): read them from the database.
+      () => push({ kind: 'resync' }),
+    )
+    const release = () => {
+      unsubscribe()
+      queue.close()
+    }
+    return cancellable(this.feed.follow(this.streamId, this.afterSequence, queue, { last: 0 }), release)
   }
 }
 

@@ -10,7 +10,15 @@ export class BoundedQueue<T> {
   private closed = false
   private failure: { error: unknown } | null = null
 
-  constructor(readonly lengthMax: number) {}
+  /**
+   * `onWait`: told each time the consumer finds the queue empty and waits,
+   * i.e. it has taken everything pushed so far (the WebSocket fan-out's cue
+   * that a subscriber has caught up, src/live/fanout.ts).
+   */
+  constructor(
+    readonly lengthMax: number,
+    private readonly onWait?: () => void,
+  ) {}
 
   get length(): number {
     return this.items.length
@@ -34,9 +42,11 @@ export class BoundedQueue<T> {
     if (this.failure) return Promise.reject(this.failure.error)
     if (this.items.length > 0) return Promise.resolve(this.items.shift())
     if (this.closed) return Promise.resolve(undefined)
-    return new Promise((resolve, reject) => {
+    const next = new Promise<T | undefined>((resolve, reject) => {
       this.waiter = { resolve, reject }
     })
+    this.onWait?.()
+    return next
   }
 
   close(): void {
