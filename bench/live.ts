@@ -1,14 +1,17 @@
 import { type ChildProcess, fork } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { readFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
+import os from 'node:os'
 import { fileURLToPath } from 'node:url'
 import WebSocket, { WebSocketServer } from 'ws'
 import { signToken } from '../src/auth/tokens.js'
+import { type Interference, InterferenceMonitor } from './support/interference.js'
 import { createScratchDatabase, machineFacts } from './support/scratch.js'
 import {
   benchServerEnv,
   freePort,
   otherBenchmarksRunning,
+  processCpuSeconds,
   type ServerProcess,
   startServerProcess,
 } from './support/server-process.js'
@@ -21,7 +24,11 @@ import { fmt } from './support/stats.js'
 // machine), p50/p99; deliveries/s; the server's RSS before and after the
 // subscribers connect (idle), per subscriber. Baseline in the same run: a
 // plain `ws` server (child process) sending the same bytes to as many
-// sockets at the same rate.
+// sockets at the same rate, each message stamped with the time it was due
+// (so that its delays, like the feed's, include falling behind).
+// Also per phase: the CPU the server (or the baseline server) and the client
+// processes used, close codes seen by the clients (4421: cut as a slow
+// consumer), and the CPU other processes used meanwhile (interference).
 //
 // Subscribers live in several client processes (--client-processes); each
 // speaks the graphql-transport-ws protocol (what graphql-ws's client sends)
@@ -57,7 +64,15 @@ function flagString(name: string): string | undefined {
 
 type ClientMessage =
   | { kind: 'connected'; sockets: number; failed: number }
-  | { kind: 'report'; received: number; histogram: number[]; lastReceiptAt: number; firstReceiptAt: number }
+  | {
+      kind: 'report'
+      received: number
+      histogram: number[]
+      lastReceiptAt: number
+      firstReceiptAt: number
+      /** Close code → sockets closed with it since the last report. */
+      closes: Record<string, number>
+    }
 
 function runClient(): void {
   const url = flagString('url') as string
@@ -71,6 +86,7 @@ function runClient(): void {
   const sockets: WebSocket[] = []
   let open = 0
   let failed = 0
+  let closes: Record<string, number> = {}
   const MARK = '"sentAt":"'
   const onMessage = (data: WebSocket.RawData) => {
     const text = String(data)
@@ -119,6 +135,9 @@ function runClient(): void {
         failed++
         resolve()
       })
+      socket.on('close', (code) => {
+        closes[code] = (closes[code] ?? 0) + 1
+      })
     })
   const connectAll = async () => {
     // A few hundred at a time: the server's accept queue is finite.
@@ -137,14 +156,16 @@ function runClient(): void {
         histogram: buckets,
         firstReceiptAt,
         lastReceiptAt,
+        closes,
       } satisfies ClientMessage)
+      closes = {}
       received = 0
       histogram.fill(0)
       firstReceiptAt = 0
       lastReceiptAt = 0
     }
     if (message.kind === 'exit') {
-      for (const socket of sockets) socket.terminate()
+      for (const socket of sockets) socket.removeAllListeners('close').terminate()
       process.exit(0)
     }
   })
@@ -162,23 +183,24 @@ declare module 'ws' {
 function runBaselineServer(): void {
   const port = flag('port', 0)
   const template = readFileSync(flagString('template') as string, 'utf8')
-  const wss = new WebSocketServer({ host: HOST, port })
+  const wss = new WebSocketServer({ host: HOST, port, perMessageDeflate: false })
   wss.on('listening', () => process.send?.({ kind: 'listening' }))
   process.on('message', (message: { kind: string; rate?: number; seconds?: number }) => {
     if (message.kind === 'rss') process.send?.({ kind: 'rss', rss: process.memoryUsage().rss })
     if (message.kind === 'run') {
-      const total = (message.rate as number) * (message.seconds as number)
+      const rate = message.rate as number
+      const total = rate * (message.seconds as number)
       const started = performance.now()
+      const startedAt = Date.now()
       let sent = 0
       const tick = () => {
-        const due = Math.min(
-          total,
-          Math.floor(((performance.now() - started) / 1000) * (message.rate as number)) + 1,
-        )
+        const due = Math.min(total, Math.floor(((performance.now() - started) / 1000) * rate) + 1)
         while (sent < due) {
+          // One buffer per message, the same for every socket. sentAt is when the message was
+          // due (the same length), not when it is sent: a baseline that falls behind shows it.
+          const dueAt = new Date(startedAt + Math.round((sent * 1000) / rate))
           sent++
-          // One buffer per message, the same for every socket (sentAt: now, the same length).
-          const bytes = Buffer.from(template.replace('__SENT_AT__', new Date().toISOString()))
+          const bytes = Buffer.from(template.replace('__SENT_AT__', dueAt.toISOString()))
           for (const client of wss.clients) client.send(bytes)
         }
         if (sent < total) setTimeout(tick, 5)
@@ -193,7 +215,15 @@ function runBaselineServer(): void {
 
 interface ClientSet {
   children: ChildProcess[]
-  report(): Promise<{ received: number; delays: Map<number, number>; first: number; last: number }>
+  report(): Promise<{
+    received: number
+    delays: Map<number, number>
+    first: number
+    last: number
+    closes: Map<string, number>
+  }>
+  /** CPU seconds the client processes used so far. */
+  cpuSeconds(): number
   stop(): void
 }
 
@@ -239,12 +269,14 @@ async function startClients(
         ),
       )
       const delays = new Map<number, number>()
+      const closes = new Map<string, number>()
       let received = 0
       let first = Number.POSITIVE_INFINITY
       let last = 0
       for (const r of reports) {
         if (r.kind !== 'report') continue
         received += r.received
+        for (const [code, n] of Object.entries(r.closes)) closes.set(code, (closes.get(code) ?? 0) + n)
         if (r.firstReceiptAt) first = Math.min(first, r.firstReceiptAt)
         last = Math.max(last, r.lastReceiptAt)
         for (let i = 0; i < r.histogram.length; i += 2)
@@ -253,7 +285,10 @@ async function startClients(
             (delays.get(r.histogram[i] as number) ?? 0) + (r.histogram[i + 1] as number),
           )
       }
-      return { received, delays, first, last }
+      return { received, delays, first, last, closes }
+    },
+    cpuSeconds() {
+      return children.reduce((sum, child) => sum + processCpuSeconds(child.pid as number), 0)
     },
     stop() {
       for (const child of children) child.send({ kind: 'exit' })
@@ -295,6 +330,11 @@ async function graphql(url: string, token: string, query: string, variables: Rec
 
 interface PhaseResult {
   label: string
+  closes: Map<string, number>
+  /** CPU seconds of the server (or the baseline server) and of the client processes, from the first message sent to the report. */
+  serverCpuSeconds: number
+  clientCpuSeconds: number
+  interference: Interference
   sockets: number
   sent: number
   received: number
@@ -313,10 +353,13 @@ function summarizePhase(
   report: Awaited<ReturnType<ClientSet['report']>>,
   windowSeconds: number,
   rssPerSocket: number,
+  cpu: { serverCpuSeconds: number; clientCpuSeconds: number; interference: Interference },
 ): PhaseResult {
   const max = Math.max(...report.delays.keys())
   return {
     label,
+    closes: report.closes,
+    ...cpu,
     sockets,
     sent,
     received: report.received,
@@ -360,6 +403,25 @@ async function orchestrate(): Promise<void> {
   )
 
   const scratch = await createScratchDatabase('gl_bench_live')
+  const monitor = new InterferenceMonitor()
+  monitor.start()
+  monitor.own(scratch.name)
+  /** CPU used by this run's processes and by others, from here on. */
+  const cpuFrom = (serverPid: number, clientSet: ClientSet) => {
+    const mark = monitor.mark()
+    const server0 = processCpuSeconds(serverPid)
+    const clients0 = clientSet.cpuSeconds()
+    return () => {
+      const wallSeconds = (performance.now() - mark) / 1000
+      const serverCpuSeconds = processCpuSeconds(serverPid) - server0
+      const clientCpuSeconds = clientSet.cpuSeconds() - clients0
+      const interference = monitor.since(mark)
+      // The monitor counts every process but this one and PostgreSQL's: the server and the clients are ours.
+      const ours = ((serverCpuSeconds + clientCpuSeconds) / wallSeconds / os.availableParallelism()) * 100
+      interference.otherCpuPercent = Math.max(0, interference.otherCpuPercent - ours)
+      return { serverCpuSeconds, clientCpuSeconds, interference }
+    }
+  }
   let server: ServerProcess | undefined
   let clients: ClientSet | undefined
   let baseline: ChildProcess | undefined
@@ -431,6 +493,7 @@ async function orchestrate(): Promise<void> {
     let sent = 0
     let sendErrors = 0
     const total = rate * seconds
+    const feedCpu = cpuFrom(server.pid, clients)
     const sendStarted = performance.now()
     const inflight: Promise<void>[] = []
     while (sent < total) {
@@ -463,6 +526,7 @@ async function orchestrate(): Promise<void> {
     const sendSeconds = (performance.now() - sendStarted) / 1000
     await sleep(drainMs)
     const feedReport = await clients.report()
+    const feedCpuUsed = feedCpu()
     const feedWindow = (feedReport.last - feedReport.first) / 1000
     const delivered = sent - sendErrors
     results.push(
@@ -473,6 +537,7 @@ async function orchestrate(): Promise<void> {
         feedReport,
         feedWindow,
         perSubscriber,
+        feedCpuUsed,
       ),
     )
     console.log(
@@ -487,7 +552,8 @@ async function orchestrate(): Promise<void> {
         if (message.type === 'connection_ack')
           socket.send(
             JSON.stringify({
-              id: '3f2b1c6e-5d4a-4e8b-9c7d-1a2b3c4d5e6f',
+              // The longest of the subscribers' ids: the baseline sends a real subscriber's bytes.
+              id: `s${subscribers - 1}`,
               type: 'subscribe',
               payload: {
                 query: LIVE_GIFTS,
@@ -511,7 +577,6 @@ async function orchestrate(): Promise<void> {
 
     // ---- the baseline: a plain ws server ------------------------------------------
     const templatePath = `/tmp/bench-live-template-${runId}.json`
-    const { writeFileSync } = await import('node:fs')
     writeFileSync(templatePath, template)
     const basePort = await freePort(HOST)
     baseline = fork(
@@ -544,9 +609,11 @@ async function orchestrate(): Promise<void> {
     console.log(
       `baseline: ${baseConnected.sockets} sockets (${baseConnected.failed} failed); ${fmt(basePer / 1024, 1)} KiB RSS per socket`,
     )
+    const baseCpu = cpuFrom(base.pid as number, clients)
     const done = await ask<{ sent: number }>({ kind: 'run', rate, seconds }, 'done')
     await sleep(drainMs)
     const baseReport = await clients.report()
+    const baseCpuUsed = baseCpu()
     results.push(
       summarizePhase(
         'plain ws broadcast (baseline)',
@@ -555,6 +622,7 @@ async function orchestrate(): Promise<void> {
         baseReport,
         (baseReport.last - baseReport.first) / 1000,
         basePer,
+        baseCpuUsed,
       ),
     )
     clients.stop()
@@ -570,6 +638,16 @@ async function orchestrate(): Promise<void> {
         `| ${r.label} | ${fmt(r.sockets)} | ${fmt(r.sent)} | ${fmt(r.received)} / ${fmt(r.expected)} (${fmt((100 * r.received) / r.expected, 1)}%) | ${fmt(r.deliveriesPerSecond)} | ${fmt(r.p50)} / ${fmt(r.p99)} / ${fmt(r.max)} ms | ${fmt(r.rssIdleBytesPerSocket / 1024, 1)} KiB |`,
       )
     }
+    console.log(
+      `\n| | server CPU | per 1,000 deliveries | client processes' CPU | close codes seen by clients | other processes' CPU (interference) |`,
+    )
+    console.log('|---|---|---|---|---|---|')
+    for (const r of results) {
+      const closes = [...r.closes].map(([code, n]) => `${code}: ${fmt(n)}`).join(', ') || 'none'
+      console.log(
+        `| ${r.label} | ${fmt(r.serverCpuSeconds, 1)} s | ${fmt((1000 * 1000 * r.serverCpuSeconds) / Math.max(1, r.received), 1)} ms | ${fmt(r.clientCpuSeconds, 1)} s | ${closes} | ${fmt(r.interference.otherCpuPercent)}% of ${os.availableParallelism()} cores, ${fmt(r.interference.otherActiveSessions, 1)} other active sessions |`,
+      )
+    }
     const [feed, plain] = results
     if (feed && plain) {
       console.log(
@@ -583,6 +661,7 @@ async function orchestrate(): Promise<void> {
     clients?.stop()
     baseline?.kill()
     await server?.stop()
+    await monitor.stop()
     await scratch.drop()
   }
 }
