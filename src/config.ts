@@ -99,6 +99,8 @@ const envSchema = z
     PAYPAL_WEBHOOK_ID: optionalString,
     PAYPAL_ENV: z.enum(['sandbox', 'live']).default('live'),
     PAYPAL_API_BASE: urlWithProtocols(['http:', 'https:']),
+    // Per request to Stripe or PayPal: past it the provider counts as unavailable (Stripe retries twice).
+    PAYMENT_PROVIDER_TIMEOUT_MS: intInRange(100, 120_000, 10_000),
     // The webhook inbox: how long a worker's claim on events lasts before another may take them over.
     WEBHOOK_LEASE_MS: intInRange(1_000, 3_600_000, 60_000),
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -203,6 +205,7 @@ function toConfig(env: z.infer<typeof envSchema>) {
         env.PAYPAL_API_BASE ??
         (env.PAYPAL_ENV === 'sandbox' ? 'https://api-m.sandbox.paypal.com' : 'https://api-m.paypal.com'),
     },
+    payments: { timeoutMs: env.PAYMENT_PROVIDER_TIMEOUT_MS },
     inbox: { leaseMs: env.WEBHOOK_LEASE_MS },
     logLevel: env.LOG_LEVEL,
     ledger: { batchSizeMax: env.LEDGER_BATCH_MAX },

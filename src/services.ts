@@ -52,6 +52,7 @@ export function paymentGateways(config: Config): Map<ProviderName, PaymentGatewa
         secretKey: stripe.secretKey,
         webhookSecret: stripe.webhookSecret,
         apiBase: stripe.apiBase,
+        timeoutMs: config.payments.timeoutMs,
       }),
     )
   }
@@ -64,6 +65,7 @@ export function paymentGateways(config: Config): Map<ProviderName, PaymentGatewa
         clientSecret: paypal.clientSecret,
         webhookId: paypal.webhookId,
         apiBase: paypal.apiBase,
+        timeoutMs: config.payments.timeoutMs,
       }),
     )
   }

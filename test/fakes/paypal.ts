@@ -9,6 +9,7 @@ import {
 } from 'node:crypto'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { answerLate, LATE_ANSWER_MS } from './outage.js'
 
 // A local PayPal speaking the REST wire format of the endpoints giftledger
 // uses: OAuth client credentials, Orders v2 (create, get, capture), the
@@ -37,7 +38,8 @@ export interface FakePayPalOptions {
   tokenTtlSeconds?: number
 }
 
-export type FakeOutage = '5xx' | 'timeout' | null
+/** 'late': calls are carried out, but answered only LATE_ANSWER_MS later (after the client gave up). */
+export type FakeOutage = '5xx' | 'timeout' | 'late' | null
 
 export interface PayPalWebhookEvent {
   id: string
@@ -97,7 +99,12 @@ export interface FakePayPalControls {
   resolveDispute(disputeId: string, outcome: 'won' | 'lost'): PayPalWebhookEvent[]
   /** The order is voided (abandoned or cancelled at PayPal). No webhook. */
   voidOrder(orderId: string): PayPalWebhookEvent[]
-  /** '5xx': every API call answers 503; 'timeout': no call is answered; null: back to normal. */
+  /** Every order created so far, in creation order (its id, status and our order id). */
+  listOrders(): { id: string; status: string; customId: string | null }[]
+  /**
+   * '5xx': every API call answers 503; 'timeout': no call is answered; 'late':
+   * calls are carried out but answered LATE_ANSWER_MS later; null: back to normal.
+   */
   setOutage(outage: FakeOutage): void
   /** Every access token issued so far stops working (as if revoked or expired early). */
   revokeTokens(): void
@@ -489,6 +496,7 @@ export async function startFakePayPal(options: FakePayPalOptions): Promise<FakeP
       held.add(res)
       return
     }
+    if (outage === 'late') answerLate(res, LATE_ANSWER_MS)
     if (outage === '5xx') {
       throw new HttpError(503, {
         name: 'SERVICE_UNAVAILABLE',
@@ -813,6 +821,9 @@ export async function startFakePayPal(options: FakePayPalOptions): Promise<FakeP
         )
       }
       return events
+    },
+    listOrders() {
+      return [...orders.values()].map((o) => ({ id: o.id, status: o.status, customId: o.customId }))
     },
     voidOrder(orderId) {
       const order = orderOf(orderId)

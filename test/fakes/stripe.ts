@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import Stripe from 'stripe'
+import { answerLate, LATE_ANSWER_MS } from './outage.js'
 
 // A local Stripe for tests: an HTTP server that speaks Stripe's wire format
 // as the real `stripe` client sends it (form-encoded bodies with bracketed
@@ -31,7 +32,8 @@ export interface StripeEvent {
   type: string
 }
 
-export type Outage = '5xx' | 'timeout' | null
+/** 'late': requests are carried out, but answered only LATE_ANSWER_MS later (after the client gave up). */
+export type Outage = '5xx' | 'timeout' | 'late' | null
 
 export interface RecordedRequest {
   method: string
@@ -110,7 +112,10 @@ export interface FakeStripe {
   openDispute(piId: string, amountMinor: number): { dispute: Json; events: StripeEvent[] }
   /** Events: charge.dispute.closed, and charge.dispute.funds_reinstated when won. */
   closeDispute(disputeId: string, outcome: 'won' | 'lost'): { dispute: Json; events: StripeEvent[] }
-  /** '5xx': every API request answers 500; 'timeout': requests get no answer; null: back to normal. */
+  /**
+   * '5xx': every API request answers 500; 'timeout': requests get no answer;
+   * 'late': requests are carried out but answered LATE_ANSWER_MS later; null: back to normal.
+   */
   setOutage(outage: Outage): void
 
   /** A Stripe Event around a snapshot of `object`. */
@@ -198,6 +203,7 @@ export async function startFakeStripe(options: {
       res.on('close', () => held.delete(res))
       return
     }
+    if (outage === 'late') answerLate(res, LATE_ANSWER_MS)
     if (outage === '5xx') {
       answer(500, {
         error: {
