@@ -1,5 +1,6 @@
+import { parse } from 'graphql'
 import { describe, expect, it } from 'vitest'
-import { TokenBuckets } from '../src/http/rate-limit.js'
+import { rootFieldCount, TokenBuckets } from '../src/http/rate-limit.js'
 
 // The token buckets behind the mutation rate limit, on a clock of our own.
 
@@ -60,5 +61,31 @@ describe('token buckets', () => {
     expect(buckets.size).toBe(100)
     // 'user-999' is recent and kept: its bucket has 2 tokens left.
     expect(takes(buckets, 'user-999', 5)).toBe(2)
+  })
+
+  it('take a cost all at once, or nothing', () => {
+    const time = clock()
+    const buckets = new TokenBuckets(1, 20, time.now)
+    expect(buckets.take('a', 15)).toBe(true)
+    expect(buckets.take('a', 15)).toBe(false)
+    // Refused costs take nothing: the 5 left are still there.
+    expect(takes(buckets, 'a', 10)).toBe(5)
+  })
+})
+
+describe('the cost of a mutation', () => {
+  const cost = (source: string) => {
+    const document = parse(source)
+    const operation = document.definitions.find((d) => d.kind === 'OperationDefinition')
+    if (operation?.kind !== 'OperationDefinition') throw new Error('no operation')
+    return rootFieldCount(operation.selectionSet, document)
+  }
+
+  it('is its root fields, through aliases, fragments and inline fragments; __typename is free', () => {
+    expect(cost('mutation { a }')).toBe(1)
+    expect(cost('mutation { x: a y: a z: b }')).toBe(3)
+    expect(cost('mutation { ...F ... on Mutation { c d } } fragment F on Mutation { a b: a }')).toBe(4)
+    expect(cost('mutation { __typename }')).toBe(1)
+    expect(cost('mutation { __typename a }')).toBe(1)
   })
 })

@@ -1,4 +1,4 @@
-import { getOperationAST } from 'graphql'
+import { type DocumentNode, getOperationAST, Kind, type SelectionSetNode } from 'graphql'
 import { createGraphQLError, type Plugin } from 'graphql-yoga'
 import type { Context } from '../graphql/context.js'
 
@@ -31,16 +31,16 @@ export class TokenBuckets {
     this.refillMs = (burst / ratePerSecond) * 1000
   }
 
-  /** Takes a token for `key`; false when its bucket is empty. */
-  take(key: string): boolean {
+  /** Takes `cost` tokens for `key`, all or none; false when its bucket has fewer. */
+  take(key: string, cost = 1): boolean {
     const nowMs = this.now()
     this.dropIdle(nowMs)
     const bucket = this.buckets.get(key) ?? { tokens: this.burst, updatedAtMs: nowMs }
     const elapsedMs = Math.max(0, nowMs - bucket.updatedAtMs)
     bucket.tokens = Math.min(this.burst, bucket.tokens + (elapsedMs / 1000) * this.ratePerSecond)
     bucket.updatedAtMs = nowMs
-    const taken = bucket.tokens >= 1
-    if (taken) bucket.tokens -= 1
+    const taken = bucket.tokens >= cost
+    if (taken) bucket.tokens -= cost
     // Re-inserted, so that the Map stays in least-recently-used order.
     this.buckets.delete(key)
     this.buckets.set(key, bucket)
@@ -74,6 +74,10 @@ export interface ClientAddress {
  * (extensions.code RATE_LIMITED, HTTP 429). Signed-in callers are counted
  * per user, anonymous ones per IP address (the socket's: behind a proxy,
  * all anonymous callers share the proxy's). Queries are not counted.
+ *
+ * A token per mutation field, not per request: `mutation { a: sendGift(…)
+ * b: sendGift(…) … }` runs each aliased field, and one token for the request
+ * let a user send 16 gifts (15 aliases and the field) per token.
  */
 export function useMutationRateLimit(buckets: TokenBuckets): Plugin<Context & ClientAddress> {
   return {
@@ -84,7 +88,7 @@ export function useMutationRateLimit(buckets: TokenBuckets): Plugin<Context & Cl
       const key = context.viewer
         ? `user:${context.viewer.userId}`
         : `ip:${context.clientAddress ?? 'unknown'}`
-      if (buckets.take(key)) return
+      if (buckets.take(key, rootFieldCount(operation.selectionSet, args.document))) return
       setResultAndStopExecution({
         errors: [
           createGraphQLError('Too many mutations: slow down and try again shortly.', {
@@ -94,4 +98,34 @@ export function useMutationRateLimit(buckets: TokenBuckets): Plugin<Context & Cl
       })
     },
   }
+}
+
+/** The fields an operation runs at its root, through fragments (at least 1; __typename is free). */
+export function rootFieldCount(selectionSet: SelectionSetNode, document: DocumentNode): number {
+  const fragments = new Map<string, SelectionSetNode>()
+  for (const definition of document.definitions) {
+    if (definition.kind === Kind.FRAGMENT_DEFINITION)
+      fragments.set(definition.name.value, definition.selectionSet)
+  }
+  const seen = new Set<string>()
+  const count = (set: SelectionSetNode): number => {
+    let fields = 0
+    for (const selection of set.selections) {
+      if (selection.kind === Kind.FIELD) {
+        if (selection.name.value !== '__typename') fields++
+      } else if (selection.kind === Kind.INLINE_FRAGMENT) {
+        fields += count(selection.selectionSet)
+      } else {
+        // Validation refuses fragment cycles before execution; `seen` guards anyway.
+        const name = selection.name.value
+        const fragment = fragments.get(name)
+        if (fragment && !seen.has(name)) {
+          seen.add(name)
+          fields += count(fragment)
+        }
+      }
+    }
+    return fields
+  }
+  return Math.max(1, count(selectionSet))
 }

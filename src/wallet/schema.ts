@@ -1,4 +1,5 @@
 import { resolveCursorConnection } from '@pothos/plugin-relay'
+import { GraphQLError } from 'graphql'
 import { LedgerTransaction } from '../audit/schema.js'
 import { isUuid } from '../db/uuid.js'
 import { builder } from '../graphql/builder.js'
@@ -75,8 +76,7 @@ export const Wallet = builder.objectRef<WalletShape>('Wallet').implement({
             toCursor: (e: WalletEntry) => e.seq.toString(),
           },
           async ({ after, limit, inverted, before }): Promise<WalletEntry[]> => {
-            if (inverted || before)
-              throw new DomainError('INVALID_INPUT', 'history pages forward only (first/after)')
+            if (inverted || before) throw badInput('history pages forward only (first/after)')
             return walletHistory(ctx.db, ctx.services.ledger, w.userId, {
               beforeSeq: parseCursor(after),
               limit,
@@ -87,9 +87,15 @@ export const Wallet = builder.objectRef<WalletShape>('Wallet').implement({
   }),
 })
 
+// A query has no userErrors: a bad argument is a GraphQL error (a DomainError here was masked as an internal one).
+function badInput(message: string): GraphQLError {
+  return new GraphQLError(message, { extensions: { code: 'BAD_USER_INPUT' } })
+}
+
 function parseCursor(cursor: string | undefined): bigint | null {
   if (cursor === undefined) return null
-  if (!/^\d{1,19}$/.test(cursor)) throw new DomainError('INVALID_INPUT', 'bad cursor')
+  if (!/^\d{1,19}$/.test(cursor) || BigInt(cursor) > 2n ** 63n - 1n)
+    throw badInput('bad cursor: pass an endCursor back as it came')
   return BigInt(cursor)
 }
 
