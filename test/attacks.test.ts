@@ -36,7 +36,7 @@ import { type Snapshot, snapshot, tablesOf } from './support/snapshot.js'
 //   operations in one document, aliased mutations;
 // - injection in every string a query filters on, and in cursors and instants;
 // - webhooks: a genuine delivery replayed, a correctly signed event that lies;
-// - a flood of mutations from one user, with the default rate limit.
+// - a flood of mutations from one user, against a rate limit.
 
 const ISSUER = 'https://id.attacks.test'
 const AUDIENCE = 'giftledger-attacks'
@@ -79,7 +79,7 @@ beforeAll(async () => {
       STRIPE_WEBHOOK_SECRET: WEBHOOK_SECRET,
       STRIPE_API_BASE: stripe.url,
       PAYOUT_MIN_COINS: '10',
-      // The flood is tested on a second server with the default rate limit.
+      // The flood is tested on second servers with rate limits of their own.
       RATE_LIMIT_MUTATIONS_PER_SECOND: '100000',
       RATE_LIMIT_MUTATIONS_BURST: '100000',
     },
@@ -289,6 +289,7 @@ const MALFORMED_IDS = [
   '*',
   '\u0000',
   'a\u0000b',
+  '\ud800',
   '😀',
   `${NIL_UUID}'`,
   NIL_UUID.toUpperCase(),
@@ -752,11 +753,13 @@ const INJECTIONS = [
   '\\',
   '\\x00',
   '$1',
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: an injection attempt, not a template
   '${process.exit()}',
   '__proto__',
   '{"$gt": ""}',
   "1' union select code from ledger_accounts --",
   '\u0000',
+  '\udfff',
   'platform:%',
   '😀'.repeat(1000),
 ]
@@ -966,7 +969,8 @@ describe('a flood of mutations from one user', () => {
   }
 
   beforeAll(async () => {
-    flood = await serveWithRateLimit(20, 40) // the defaults
+    // The default burst; a slow refill, so that a loaded machine answering the 100 slowly still refuses some.
+    flood = await serveWithRateLimit(2, 40)
     strict = await serveWithRateLimit(1, 20)
   })
   afterAll(async () => {
@@ -984,7 +988,7 @@ describe('a flood of mutations from one user', () => {
   const coinsOf = async (who: Actor) =>
     (await who.ok('{ me { wallet { coins } } }')).me.wallet.coins as number
 
-  it('100 gifts at once (default limit, 20 a second in bursts of 40): the burst and the refill pass, the rest is 429 RATE_LIMITED; only what passed is debited', async () => {
+  it('100 gifts at once (bursts of 40, 2 a second): the burst and the refill pass, the rest is 429 RATE_LIMITED; only what passed is debited', async () => {
     const flooder = await signIn(app, 'flooder')
     await admin.ok(GRANT_COINS, {
       userId: flooder.userId,
@@ -1008,7 +1012,7 @@ describe('a flood of mutations from one user', () => {
     const refused = results.filter((r) => r.status !== 200)
     expect(passed.length).toBeGreaterThanOrEqual(40)
     // The burst, and what flowed in while the 100 were being answered.
-    expect(passed.length).toBeLessThanOrEqual(40 + Math.ceil(20 * elapsedSeconds) + 1)
+    expect(passed.length).toBeLessThanOrEqual(40 + Math.ceil(2 * elapsedSeconds) + 1)
     expect(refused.length).toBeGreaterThan(0)
     for (const r of refused) {
       expect(r.status).toBe(429)

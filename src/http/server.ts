@@ -18,7 +18,7 @@ import { Metrics } from '../ops/metrics.js'
 import { ProviderUnavailableError } from '../payments/types.js'
 import type { Services } from '../services.js'
 import { EXPORT_ROUTES, serveJournalExport } from './exports.js'
-import { useRefuseNulCharacters } from './input-guard.js'
+import { useRefuseUnstorableStrings } from './input-guard.js'
 import { LIVE_PAGE_PREFIX, serveLivePage } from './live-page.js'
 import {
   observeRequest,
@@ -176,7 +176,7 @@ export function buildApp({
         blockFieldSuggestion: { enabled: true },
       }),
       useMutationRateLimit(mutationBuckets),
-      useRefuseNulCharacters(),
+      useRefuseUnstorableStrings(),
     ],
     context: async ({ request, requestId, disconnect, websocket }): Promise<Context> => ({
       db: database.db,
