@@ -669,6 +669,7 @@ const mb = (bytes: number) => fmt(bytes / 2 ** 20, 1)
 
 async function main(): Promise<number> {
   const options = parseOptions(process.argv.slice(2))
+  const benchStarted = performance.now()
   jsonMode = options.json
   const busy = otherBenchmarksRunning().filter((line) => !/\bgrep\b|pgrep/.test(line))
   if (busy.length > 0) log(`WARNING: other benchmarks or test runs on this machine:\n  ${busy.join('\n  ')}`)
@@ -968,6 +969,7 @@ async function main(): Promise<number> {
     )
     const busyAfter = otherBenchmarksRunning().filter((line) => !/\bgrep\b|pgrep/.test(line))
     if (busyAfter.length > 0) lines.push(`WARNING: others running at the end:\n  ${busyAfter.join('\n  ')}`)
+    lines.push(`bench run time: ${seconds(performance.now() - benchStarted)}`)
     lines.push(failures.length === 0 ? 'checks: all passed' : `checks FAILED: ${failures.join(', ')}`)
     for (const line of lines) log(line)
     if (options.json) {
