@@ -14,6 +14,7 @@ import { type Interference, InterferenceMonitor } from './support/interference.j
 import { adminUrl, createScratchDatabase, type MachineFacts, machineFacts } from './support/scratch.js'
 import {
   benchServerEnv,
+  builtServerArgs,
   cpuByCommand,
   cpuDelta,
   freePort,
@@ -924,9 +925,7 @@ async function main(): Promise<void> {
     server = await startServerProcess({
       args: [
         ...(options.cpuProfileDir ? ['--cpu-prof', '--cpu-prof-dir', options.cpuProfileDir] : []),
-        '--import',
-        'tsx',
-        'src/main.ts',
+        ...builtServerArgs(REPO_ROOT),
       ],
       cwd: REPO_ROOT,
       env,

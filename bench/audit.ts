@@ -15,6 +15,7 @@ import { type Interference, InterferenceMonitor } from './support/interference.j
 import { createScratchDatabase, type MachineFacts, machineFacts } from './support/scratch.js'
 import {
   benchServerEnv,
+  builtServerArgs,
   freePort,
   otherBenchmarksRunning,
   processCpuSeconds,
@@ -757,7 +758,7 @@ async function main(): Promise<number> {
     log(`server: ${scratch.name} on ${HOST}:${port}, sealing every ${options.sealIntervalMs} ms ...`)
     const spawnedAt = performance.now()
     server = await startServerProcess({
-      args: ['--import', 'tsx', 'src/main.ts'],
+      args: builtServerArgs(REPO_ROOT),
       cwd: REPO_ROOT,
       env,
       host: HOST,

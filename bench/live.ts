@@ -9,6 +9,7 @@ import { type Interference, InterferenceMonitor } from './support/interference.j
 import { createScratchDatabase, machineFacts } from './support/scratch.js'
 import {
   benchServerEnv,
+  builtServerArgs,
   freePort,
   otherBenchmarksRunning,
   processCpuSeconds,
@@ -435,9 +436,7 @@ async function orchestrate(): Promise<void> {
     server = await startServerProcess({
       args: [
         ...(profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : []),
-        '--import',
-        'tsx',
-        'src/main.ts',
+        ...builtServerArgs(REPO_ROOT),
       ],
       cwd: REPO_ROOT,
       env,

@@ -11,6 +11,7 @@ import { type LoopResult, type PreparedPost, postAll } from './support/post-loop
 import { createScratchDatabase, machineFacts } from './support/scratch.js'
 import {
   benchServerEnv,
+  builtServerArgs,
   cpuByCommand,
   cpuDelta,
   freePort,
@@ -233,7 +234,7 @@ async function main(): Promise<number> {
     })
     log(options, `server: ${scratch.name} on ${HOST}:${port}, fake Stripe on ${fake.url} ...`)
     server = await startServerProcess({
-      args: ['--import', 'tsx', 'src/main.ts'],
+      args: builtServerArgs(REPO_ROOT),
       cwd: REPO_ROOT,
       env,
       host: HOST,

@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from 'node:child_process'
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
 import { readdirSync, readFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 
@@ -21,6 +21,22 @@ export function freePort(host = '127.0.0.1'): Promise<number> {
       probe.close(() => resolve(port))
     })
   })
+}
+
+const built = new Set<string>()
+
+/**
+ * Node's arguments for the server as production runs it: bundled by `npm run
+ * build` (once per benchmark process) and run by plain node. Under tsx the
+ * same server holds ~85 MB more (the loader's transforms), which the
+ * benchmarks' memory figures would count.
+ */
+export function builtServerArgs(cwd: string): string[] {
+  if (!built.has(cwd)) {
+    execFileSync('npm', ['run', '--silent', 'build'], { cwd, stdio: 'inherit' })
+    built.add(cwd)
+  }
+  return ['--enable-source-maps', 'dist/server/main.mjs']
 }
 
 export interface ServerProcess {
