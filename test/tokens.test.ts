@@ -87,6 +87,38 @@ describe('accepted tokens', () => {
   })
 })
 
+describe('remembered tokens', () => {
+  it('are still refused once they expire', async () => {
+    let clockMs = Date.now()
+    const clocked = new TokenVerifier(key, { now: () => clockMs })
+    const token = await signToken(key, { sub: 'x' }, { expiresIn: 60 })
+    expect((await clocked.verify(token)).subject).toBe('x')
+    clockMs += 60_000 // within the clock tolerance still
+    expect((await clocked.verify(token)).subject).toBe('x')
+    clockMs += 6_000
+    expect(await refusal(token, clocked)).toBe('token expired')
+  })
+
+  it('vouch for nothing but the very same token', async () => {
+    const fresh = new TokenVerifier(key)
+    const token = await signToken(key, { sub: 'x', roles: [] }, { expiresIn: 60 })
+    await fresh.verify(token)
+    const [header, , signature] = token.split('.')
+    const payload = Buffer.from(JSON.stringify({ sub: 'x', roles: ['admin'], exp: now() + 60 })).toString(
+      'base64url',
+    )
+    expect(await refusal(`${header}.${payload}.${signature}`, fresh)).toBe('token signature invalid')
+    // A character in the middle of the signature (the last one carries padding bits).
+    const at = token.length - 10
+    const flipped = `${token.slice(0, at)}${token[at] === 'A' ? 'B' : 'A'}${token.slice(at + 1)}`
+    expect(await refusal(flipped, fresh)).toBe('token signature invalid')
+    const claims = await fresh.verify(token)
+    expect(claims).toEqual({ subject: 'x', handle: claims.handle, displayName: claims.handle, roles: [] })
+    // Shared by every request with the token: nobody may change them.
+    expect(Object.isFrozen(claims) && Object.isFrozen(claims.roles)).toBe(true)
+  })
+})
+
 describe('refused tokens', () => {
   it('signed with another key', async () => {
     const token = await signToken(foreignKey, { sub: 'x' }, { expiresIn: 60 })

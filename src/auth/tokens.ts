@@ -1,4 +1,4 @@
-import { createHash, createSecretKey, type KeyObject, randomBytes } from 'node:crypto'
+import { createHash, randomBytes, webcrypto } from 'node:crypto'
 import { linkSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { errors, jwtVerify, SignJWT } from 'jose'
@@ -88,34 +88,93 @@ function readKeyFile(file: string): string | undefined {
   return text
 }
 
-/** Checks bearer tokens: signature, algorithm, expiry, issuer and audience (when configured), claims. */
+/** Tokens remembered as verified per process; past that, the oldest are forgotten. */
+export const VERIFIED_TOKENS_MAX = 10_000
+/** Longer tokens are verified every time rather than remembered (they are not worth the memory). */
+const REMEMBERED_TOKEN_LENGTH_MAX = 2048
+/** A remembered token is verified again at least this often, whatever its expiry. */
+const REMEMBERED_TTL_MAX_MS = 5 * 60_000
+
+export interface TokenVerifierOptions {
+  issuer?: string
+  audience?: string
+  /** The clock, in ms since the epoch (tests move it). */
+  now?: () => number
+}
+
+/**
+ * Checks bearer tokens: signature, algorithm, expiry, issuer and audience
+ * (when configured), claims.
+ *
+ * A client sends the same token with every request for as long as it lives,
+ * and checking the signature costs more than anything else a no-op request
+ * does (jose's HMAC goes through WebCrypto, a job on the thread pool). So a
+ * token that passed every check is remembered, byte for byte, with its
+ * claims: the same token again is accepted without a new signature check,
+ * as long as it has not expired (checked on every use, with the same clock
+ * tolerance) and was verified less than REMEMBERED_TTL_MAX_MS ago. Only
+ * tokens that verified are remembered, so a forged one can never hit.
+ */
 export class TokenVerifier {
-  /** Imported once: jose would import raw key bytes again on every verification. */
-  private readonly secret: KeyObject
+  /** Imported once: jose would import raw key bytes (or a KeyObject) again on every verification. */
+  private readonly secret: Promise<webcrypto.CryptoKey>
+  private readonly expected: { issuer?: string; audience?: string }
+  private readonly now: () => number
+  /** token → its claims; a Map in verification order, oldest first. */
+  private readonly verified = new Map<
+    string,
+    { claims: TokenClaims; expiresAtMs: number; checkedAtMs: number }
+  >()
 
   constructor(
     key: Uint8Array,
-    private readonly expected: { issuer?: string; audience?: string } = {},
+    options: TokenVerifierOptions = {},
+    private readonly rememberedMax = VERIFIED_TOKENS_MAX,
   ) {
-    this.secret = createSecretKey(key)
+    this.secret = webcrypto.subtle.importKey('raw', key, { name: 'HMAC', hash: 'SHA-256' }, false, ['verify'])
+    this.expected = { issuer: options.issuer, audience: options.audience }
+    this.now = options.now ?? Date.now
   }
 
   /** The token's claims; throws an AuthenticationError saying why it is refused. */
   async verify(token: string): Promise<TokenClaims> {
     if (token.length > TOKEN_LENGTH_MAX) throw new AuthenticationError('token too long')
+    const nowMs = this.now()
+    const remembered = this.verified.get(token)
+    if (remembered) {
+      if (nowMs < remembered.expiresAtMs && nowMs - remembered.checkedAtMs < REMEMBERED_TTL_MAX_MS)
+        return remembered.claims
+      this.verified.delete(token)
+    }
     let payload: Record<string, unknown>
     try {
-      ;({ payload } = await jwtVerify(token, this.secret, {
+      ;({ payload } = await jwtVerify(token, await this.secret, {
         algorithms: ALGORITHMS,
         requiredClaims: ['exp', 'sub'],
         clockTolerance: CLOCK_TOLERANCE_S,
         issuer: this.expected.issuer,
         audience: this.expected.audience,
+        currentDate: new Date(nowMs),
       }))
     } catch (err) {
       throw new AuthenticationError(describeJoseError(err), { cause: err })
     }
-    return claimsFrom(payload)
+    const claims = claimsFrom(payload)
+    this.remember(token, claims, Number(payload.exp), nowMs)
+    return claims
+  }
+
+  private remember(token: string, claims: TokenClaims, expSeconds: number, nowMs: number): void {
+    if (token.length > REMEMBERED_TOKEN_LENGTH_MAX || !Number.isFinite(expSeconds)) return
+    Object.freeze(claims.roles)
+    Object.freeze(claims)
+    // As jose decides: expired once exp is more than the clock tolerance in the past.
+    const expiresAtMs = (expSeconds + CLOCK_TOLERANCE_S) * 1000
+    this.verified.set(token, { claims, expiresAtMs, checkedAtMs: nowMs })
+    if (this.verified.size > this.rememberedMax) {
+      const oldest = this.verified.keys().next().value
+      if (oldest !== undefined) this.verified.delete(oldest)
+    }
   }
 }
 
