@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto'
 import { eq, getColumns, sql } from 'drizzle-orm'
 import type { Db, Tx } from '../db/client.js'
 import { rowsOf } from '../db/rows.js'
@@ -16,21 +17,26 @@ import { StaleFactsError } from './facts.js'
 import type { GiftSplit } from './split.js'
 import type { GiftEvent, GiftEventView, GiftLimits, GiftRow, PublicProfile, SendGiftInput } from './types.js'
 
-// A batch of gifts: everything that depends on the database's present state
-// is decided here, for the whole batch at once, so that a gift costs no
-// statement of its own.
+// A batch of gifts, in one database transaction: everything that depends on
+// the database's present state is decided here, for the whole batch at once,
+// so that a gift costs no statement of its own.
 //
-// Before the database transaction (no locks needed, one round trip each,
-// concurrently): the gifts already sent under the batch's keys (retries),
-// the gifts' prices and the creators' shares (the facts each gift was priced
-// with, checked), and the rows the answers show.
+// Lock order, the same for every batch: live streams (by id), then the
+// senders' user rows that carry a daily limit (by id), then ledger accounts
+// (by id, in the ledger engine).
 //
-// Inside it, lock order, the same for every batch: live streams (by id), then
-// the senders' user rows that carry a daily limit (by id), then ledger
-// accounts (by id, in the ledger engine). Under those locks: the stream is
-// live, the sender owes nothing and stays within their limit; then the
-// ledger posts, and the gift events, the streams' totals and rankings are
-// written.
+// Round trips count more than statements: the batch holds the stream's lock
+// from its first statement to its commit, and every round trip waits for
+// the event loop, which is busy answering requests. So a batch is:
+//   1. one round trip of statements sent together (pipelined on the
+//      transaction's connection, run in order): lock the streams; lock the
+//      senders who limit their daily spend, with their spend and their debt;
+//      read the streaks the gifts may continue; read the gifts already sent
+//      under the batch's keys (retries), the gifts' prices and the creators'
+//      shares (the facts each gift was priced with, checked here);
+//   2. the ledger's statements, posting every accepted gift;
+//   3. one statement writing the gift events, the streams' totals and the
+//      top-gifters rankings; then the commit.
 
 /** A gift checked and priced outside the database transaction, waiting for its batch. */
 export interface PendingGift {
@@ -59,57 +65,132 @@ export interface BatchResult {
   transactions: PostedTransaction[]
 }
 
-export async function writeGiftBatch(
+export function writeGiftBatch(
   db: Db,
   ledger: Ledger,
   limits: GiftLimits,
   batch: PendingGift[],
 ): Promise<BatchResult> {
-  const outcomes: (Settled<BatchOutcome> | undefined)[] = new Array(batch.length)
-  const known = await readKnown(db, batch)
-  const fresh: number[] = []
-  for (const [i, gift] of batch.entries()) {
-    const earlier = known.earlier.get(gift.posting.request.idempotencyKey)
-    if (earlier) outcomes[i] = { ok: true, value: { event: earlier, walletCoins: null, replayed: true } }
-    else if (isStale(gift, known)) outcomes[i] = { ok: false, error: new StaleFactsError(gift.input.giftId) }
-    else fresh.push(i)
-  }
-  if (fresh.length === 0)
-    return { outcomes: outcomes as Settled<BatchOutcome>[], committed: [], transactions: [] }
+  return inTransaction(db, (tx) => giftBatch(tx, batch, ledger, limits))
+}
 
-  const written = await inTransaction(db, (tx) =>
-    giftBatch(
-      tx,
-      fresh.map((i) => batch[i] as PendingGift),
-      ledger,
-      limits,
-    ),
-  )
-  for (const [k, outcome] of written.outcomes.entries()) {
-    const index = fresh[k] as number
-    if (!outcome.ok || outcome.value.replayed) {
-      outcomes[index] = outcome
+async function giftBatch(
+  tx: Tx,
+  batch: PendingGift[],
+  ledger: Ledger,
+  limits: GiftLimits,
+): Promise<BatchResult> {
+  const outcomes: (Settled<BatchOutcome> | undefined)[] = new Array(batch.length)
+  // One round trip: the statements go out together, before any answer, and
+  // PostgreSQL runs them one after the other in the order they arrive. The
+  // three tx.execute calls take the same path to the connection, so they
+  // arrive in this order: the senders are locked after the streams, and the
+  // streaks are read once the streams are locked (they see every batch of
+  // the stream committed before this one). readKnown's reads need no order.
+  const [known, streamRows, senderRows, comboRows] = await Promise.all([
+    readKnown(tx, batch),
+    tx.execute(lockStreams(batch)),
+    tx.execute(lockSenders(batch)),
+    tx.execute(lastCombos(batch)),
+  ])
+  const streams = streamStates(streamRows)
+  const senders = senderStates(senderRows)
+  const combos = lastCombosOf(comboRows)
+
+  const candidates: number[] = []
+  for (const [i, gift] of batch.entries()) {
+    const refusal = check(gift, known, streams, senders)
+    if (refusal) {
+      outcomes[i] = refusal
       continue
     }
-    const { event } = outcome.value
+    const sender = senders.get(gift.input.senderId) as SenderState
+    sender.spent += gift.split.coins
+    candidates.push(i)
+  }
+
+  const posted = await ledger.postInTx(
+    tx,
+    candidates.map((i) => (batch[i] as PendingGift).posting),
+  )
+  const fresh: { index: number; result: PostingResult }[] = []
+  const replayedIds: { index: number; transactionId: bigint }[] = []
+  for (const [k, result] of posted.entries()) {
+    const index = candidates[k] as number
+    if (!result.ok) outcomes[index] = { ok: false, error: result.error }
+    else if (result.value.replayed) replayedIds.push({ index, transactionId: result.value.transaction.id })
+    else fresh.push({ index, result: result.value })
+  }
+
+  const events = fresh.map(({ index, result }) => {
+    const gift = batch[index] as PendingGift
+    const event = giftEvent(gift, result, streams, combos, limits)
+    const wallet = result.transaction.entries.find((e) => e.direction === 'debit')
     outcomes[index] = {
       ok: true,
       value: {
-        ...outcome.value,
         event: {
           ...event,
           gift: known.gifts.get(event.giftId),
           creator: known.creators.get(event.creatorId),
-          sender: written.senders.get(event.senderId),
+          sender: senders.get(event.senderId)?.profile,
         },
+        walletCoins: wallet?.balanceAfter ?? null,
+        replayed: false,
       },
     }
+    return event
+  })
+  await writeEvents(tx, events, streams)
+
+  // A key posted by a concurrent request meanwhile: its event is the answer.
+  for (const { index, transactionId } of replayedIds) {
+    const [event] = await tx.select().from(giftEvents).where(eq(giftEvents.transactionId, transactionId))
+    outcomes[index] = event
+      ? { ok: true, value: { event, walletCoins: null, replayed: true } }
+      : refuse('IDEMPOTENCY_KEY_REUSED', 'this idempotency key was already used', 'input.idempotencyKey')
   }
+  const committed = [...events].sort(
+    (a, b) =>
+      (a.streamId ?? '').localeCompare(b.streamId ?? '') || Number((a.sequence ?? 0n) - (b.sequence ?? 0n)),
+  )
   return {
     outcomes: outcomes as Settled<BatchOutcome>[],
-    committed: written.committed,
-    transactions: written.transactions,
+    committed,
+    transactions: fresh.map((f) => f.result.transaction),
   }
+}
+
+/** Why a gift of the batch is not posted (a retry's answer is one), or undefined: post it. */
+function check(
+  gift: PendingGift,
+  known: Known,
+  streams: Map<string, StreamState>,
+  senders: Map<string, SenderState>,
+): Settled<BatchOutcome> | undefined {
+  const earlier = known.earlier.get(gift.posting.request.idempotencyKey)
+  if (earlier) return { ok: true, value: { event: earlier, walletCoins: null, replayed: true } }
+  if (isStale(gift, known)) return { ok: false, error: new StaleFactsError(gift.input.giftId) }
+  if (gift.streamId !== null && streams.get(gift.streamId)?.status !== 'live')
+    return refuse('STREAM_NOT_LIVE', 'this live stream has ended', 'input.liveStreamId')
+  const sender = senders.get(gift.input.senderId)
+  if (!sender) return refuse('USER_NOT_FOUND', 'unknown sender', null)
+  // A clawback that found the coins spent left a debt: no gifts until a recharge repays it.
+  if (sender.debt > 0n) {
+    return refuse(
+      'WALLET_IN_DEBT',
+      `you owe ${sender.debt} coins from a refund; recharge to repay them first`,
+      null,
+    )
+  }
+  if (sender.limit !== null && sender.spent + gift.split.coins > sender.limit) {
+    return refuse(
+      'SPEND_LIMIT_EXCEEDED',
+      `this gift would take today's spending past your daily limit of ${sender.limit} coins`,
+      'input.quantity',
+    )
+  }
+  return undefined
 }
 
 interface Known {
@@ -119,22 +200,22 @@ interface Known {
   creators: Map<string, PublicProfile & { shareBps: number }>
 }
 
-/** What the batch's gifts are checked against, read concurrently: three statements for the whole batch. */
-async function readKnown(db: Db, batch: PendingGift[]): Promise<Known> {
+/** Retries, prices and shares: three statements for the whole batch. */
+async function readKnown(tx: Tx, batch: PendingGift[]): Promise<Known> {
   const keys = unique(batch.map((g) => g.posting.request.idempotencyKey))
   const giftIds = unique(batch.map((g) => g.input.giftId))
   const creatorIds = unique(batch.map((g) => g.creatorId))
   const [earlierRows, giftRows, creatorRows] = await Promise.all([
-    db
+    tx
       .select({ key: ledgerTransactions.idempotencyKey, event: getColumns(giftEvents) })
       .from(ledgerTransactions)
       .innerJoin(giftEvents, eq(giftEvents.transactionId, ledgerTransactions.id))
       .where(sql`${ledgerTransactions.idempotencyKey} = any(${sql.param(keys)}::text[])`),
-    db
+    tx
       .select()
       .from(gifts)
       .where(sql`${gifts.id} = any(${sql.param(giftIds)}::uuid[])`),
-    db
+    tx
       .select({
         id: users.id,
         handle: users.handle,
@@ -162,144 +243,43 @@ function isStale(gift: PendingGift, known: Known): boolean {
   return gift.streamId === null && !creator.roles.includes('creator')
 }
 
-interface WrittenBatch {
-  outcomes: Settled<BatchOutcome>[]
-  committed: GiftEvent[]
-  transactions: PostedTransaction[]
-  senders: Map<string, PublicProfile>
-}
-
-async function giftBatch(
-  tx: Tx,
-  batch: PendingGift[],
-  ledger: Ledger,
+/** The event of a posted gift: its place in the stream and its streak. */
+function giftEvent(
+  gift: PendingGift,
+  result: PostingResult,
+  streams: Map<string, StreamState>,
+  combos: Map<string, { combo: number; at: number }>,
   limits: GiftLimits,
-): Promise<WrittenBatch> {
-  const outcomes: (Settled<BatchOutcome> | undefined)[] = new Array(batch.length)
-  const streams = await lockStreams(tx, batch)
-  const senders = await lockSenders(tx, batch)
-
-  // Refusals that depend on state only visible under the locks.
-  const candidates: number[] = []
-  for (const [i, gift] of batch.entries()) {
-    const stream = gift.streamId === null ? undefined : streams.get(gift.streamId)
-    if (gift.streamId !== null && stream?.status !== 'live') {
-      outcomes[i] = refuse('STREAM_NOT_LIVE', 'this live stream has ended', 'input.liveStreamId')
-      continue
-    }
-    const sender = senders.get(gift.input.senderId)
-    if (!sender) {
-      outcomes[i] = refuse('USER_NOT_FOUND', 'unknown sender', null)
-      continue
-    }
-    // A clawback that found the coins spent left a debt: no gifts until a recharge repays it.
-    if (sender.debt > 0n) {
-      outcomes[i] = refuse(
-        'WALLET_IN_DEBT',
-        `you owe ${sender.debt} coins from a refund; recharge to repay them first`,
-        null,
-      )
-      continue
-    }
-    if (sender.limit !== null && sender.spent + gift.split.coins > sender.limit) {
-      outcomes[i] = refuse(
-        'SPEND_LIMIT_EXCEEDED',
-        `this gift would take today's spending past your daily limit of ${sender.limit} coins`,
-        'input.quantity',
-      )
-      continue
-    }
-    sender.spent += gift.split.coins
-    candidates.push(i)
+): GiftEvent {
+  const sentAt = result.transaction.postedAt
+  let sequence: bigint | null = null
+  let combo = gift.input.quantity
+  if (gift.streamId !== null) {
+    const stream = streams.get(gift.streamId) as StreamState
+    stream.lastSequence += 1n
+    stream.coins += gift.split.coins
+    sequence = stream.lastSequence
+    const key = comboKey(gift.streamId, gift.input.senderId, gift.input.giftId)
+    const at = Date.parse(normalizeTime(sentAt))
+    const last = combos.get(key)
+    if (last && at - last.at <= limits.comboWindowMs) combo += last.combo
+    combos.set(key, { combo, at })
   }
-
-  const posted = await ledger.postInTx(
-    tx,
-    candidates.map((i) => (batch[i] as PendingGift).posting),
-  )
-  const combos = await lastCombos(tx, batch)
-  const fresh: { index: number; result: PostingResult }[] = []
-  const replayedIds: { index: number; transactionId: bigint }[] = []
-  for (const [k, result] of posted.entries()) {
-    const index = candidates[k] as number
-    if (!result.ok) outcomes[index] = { ok: false, error: result.error }
-    else if (result.value.replayed) replayedIds.push({ index, transactionId: result.value.transaction.id })
-    else fresh.push({ index, result: result.value })
-  }
-
-  const rows = fresh.map(({ index, result }) => {
-    const gift = batch[index] as PendingGift
-    const sentAt = result.transaction.postedAt
-    let sequence: bigint | null = null
-    let combo = gift.input.quantity
-    if (gift.streamId !== null) {
-      const stream = streams.get(gift.streamId) as StreamState
-      stream.lastSequence += 1n
-      stream.coins += gift.split.coins
-      sequence = stream.lastSequence
-      const key = comboKey(gift.streamId, gift.input.senderId, gift.input.giftId)
-      const last = combos.get(key)
-      if (last && Date.parse(normalizeTime(sentAt)) - last.at <= limits.comboWindowMs) combo += last.combo
-      combos.set(key, { combo, at: Date.parse(normalizeTime(sentAt)) })
-    }
-    const wallet = result.transaction.entries.find((e) => e.direction === 'debit')
-    return {
-      index,
-      walletCoins: wallet?.balanceAfter ?? null,
-      row: {
-        streamId: gift.streamId,
-        sequence,
-        senderId: gift.input.senderId,
-        creatorId: gift.creatorId,
-        giftId: gift.input.giftId,
-        quantity: gift.input.quantity,
-        coinCost: gift.giftCoinCost,
-        coins: gift.split.coins,
-        creatorCoins: gift.split.creatorCoins,
-        platformCoins: gift.split.platformCoins,
-        combo,
-        transactionId: result.transaction.id,
-        sentAt,
-      },
-    }
-  })
-
-  const inserted =
-    rows.length === 0
-      ? []
-      : await tx
-          .insert(giftEvents)
-          .values(rows.map((r) => r.row))
-          .returning()
-  const byTransaction = new Map(inserted.map((e) => [e.transactionId, e]))
-  for (const r of rows) {
-    outcomes[r.index] = {
-      ok: true,
-      value: {
-        event: byTransaction.get(r.row.transactionId) as GiftEvent,
-        walletCoins: r.walletCoins,
-        replayed: false,
-      },
-    }
-  }
-  await updateStreams(tx, streams, inserted)
-
-  // A key posted by a concurrent request meanwhile: its event is the answer.
-  for (const { index, transactionId } of replayedIds) {
-    const [event] = await tx.select().from(giftEvents).where(eq(giftEvents.transactionId, transactionId))
-    outcomes[index] = event
-      ? { ok: true, value: { event, walletCoins: null, replayed: true } }
-      : refuse('IDEMPOTENCY_KEY_REUSED', 'this idempotency key was already used', 'input.idempotencyKey')
-  }
-  const committed = [...inserted].sort(
-    (a, b) =>
-      (a.streamId ?? '').localeCompare(b.streamId ?? '') || Number((a.sequence ?? 0n) - (b.sequence ?? 0n)),
-  )
   return {
-    outcomes: outcomes as Settled<BatchOutcome>[],
-    committed,
-    transactions: fresh.map((f) => f.result.transaction),
-    senders: new Map([...senders].map(([id, s]) => [id, s.profile])),
+    id: randomUUID(),
+    streamId: gift.streamId,
+    sequence,
+    senderId: gift.input.senderId,
+    creatorId: gift.creatorId,
+    giftId: gift.input.giftId,
+    quantity: gift.input.quantity,
+    coinCost: gift.giftCoinCost,
+    coins: gift.split.coins,
+    creatorCoins: gift.split.creatorCoins,
+    platformCoins: gift.split.platformCoins,
+    combo,
+    transactionId: result.transaction.id,
+    sentAt,
   }
 }
 
@@ -309,18 +289,19 @@ interface StreamState {
   coins: bigint
 }
 
-async function lockStreams(tx: Tx, batch: PendingGift[]) {
+/** Locks the batch's live streams, by id, and reads their state. */
+function lockStreams(batch: PendingGift[]) {
   const ids = unique(batch.flatMap((g) => (g.streamId === null ? [] : [g.streamId]))).sort()
-  const streams = new Map<string, StreamState>()
-  if (ids.length === 0) return streams
-  const rows = rowsOf<{ id: string; status: 'live' | 'ended'; last_sequence: string }>(
-    await tx.execute(sql`
-      select id::text, status, last_sequence::text from live_streams
-       where id = any(${sql.param(ids)}::uuid[]) order by id for no key update`),
+  return sql`
+    select id::text, status, last_sequence::text from live_streams
+     where id = any(${sql.param(ids)}::uuid[]) order by id for no key update`
+}
+
+function streamStates(result: unknown): Map<string, StreamState> {
+  const rows = rowsOf<{ id: string; status: 'live' | 'ended'; last_sequence: string }>(result)
+  return new Map(
+    rows.map((r) => [r.id, { status: r.status, lastSequence: BigInt(r.last_sequence), coins: 0n }]),
   )
-  for (const r of rows)
-    streams.set(r.id, { status: r.status, lastSequence: BigInt(r.last_sequence), coins: 0n })
-  return streams
 }
 
 interface SenderState {
@@ -339,8 +320,30 @@ interface SenderState {
  * spend (UTC) under a lock on their user row (read as it is once locked: a
  * limit set or lifted meanwhile counts).
  */
-async function lockSenders(tx: Tx, batch: PendingGift[]): Promise<Map<string, SenderState>> {
+function lockSenders(batch: PendingGift[]) {
   const ids = unique(batch.map((g) => g.input.senderId)).sort()
+  return sql`
+    with limited as materialized (
+      select id, daily_spend_limit_coins from users
+       where id = any(${sql.param(ids)}::uuid[]) and daily_spend_limit_coins is not null
+       order by id for no key update
+    )
+    select u.id::text, u.handle, u.display_name, array_to_string(u.roles, ',') as roles,
+           l.daily_spend_limit_coins::text as limit,
+           case when l.id is not null then
+             coalesce((select sum(e.coins) from gift_events e
+                        where e.sender_id = l.id
+                          and e.sent_at >= date_trunc('day', now() at time zone 'utc') at time zone 'utc'), 0)::text
+           end as spent,
+           d.balance::text as debt
+      from unnest(${sql.param(ids)}::uuid[], ${sql.param(ids.map((id) => userCoinDebt(id).code))}::text[])
+             as s(id, debt_code)
+      join users u on u.id = s.id
+      left join limited l on l.id = s.id
+      left join ledger_accounts d on d.code = s.debt_code`
+}
+
+function senderStates(result: unknown): Map<string, SenderState> {
   const rows = rowsOf<{
     id: string
     handle: string
@@ -349,27 +352,7 @@ async function lockSenders(tx: Tx, batch: PendingGift[]): Promise<Map<string, Se
     limit: string | null
     spent: string | null
     debt: string | null
-  }>(
-    await tx.execute(sql`
-      with limited as materialized (
-        select id, daily_spend_limit_coins from users
-         where id = any(${sql.param(ids)}::uuid[]) and daily_spend_limit_coins is not null
-         order by id for no key update
-      )
-      select u.id::text, u.handle, u.display_name, array_to_string(u.roles, ',') as roles,
-             l.daily_spend_limit_coins::text as limit,
-             case when l.id is not null then
-               coalesce((select sum(e.coins) from gift_events e
-                          where e.sender_id = l.id
-                            and e.sent_at >= date_trunc('day', now() at time zone 'utc') at time zone 'utc'), 0)::text
-             end as spent,
-             d.balance::text as debt
-        from unnest(${sql.param(ids)}::uuid[], ${sql.param(ids.map((id) => userCoinDebt(id).code))}::text[])
-               as s(id, debt_code)
-        join users u on u.id = s.id
-        left join limited l on l.id = s.id
-        left join ledger_accounts d on d.code = s.debt_code`),
-  )
+  }>(result)
   const senders = new Map<string, SenderState>()
   for (const r of rows) {
     senders.set(r.id, {
@@ -389,57 +372,58 @@ async function lockSenders(tx: Tx, batch: PendingGift[]): Promise<Map<string, Se
 
 const comboKey = (streamId: string, senderId: string, giftId: string) => `${streamId}|${senderId}|${giftId}`
 
-/** The latest event of each (stream, sender, gift) of the batch: streaks continue from it. */
-async function lastCombos(tx: Tx, batch: PendingGift[]) {
+/**
+ * The latest event of each (stream, sender, gift) of the batch: streaks
+ * continue from it. The latest time first, along the combo index, then the
+ * last of that instant (a batch's events share it): ordering by (sent_at,
+ * sequence) at once read every earlier gift of the streak's key, each batch.
+ */
+function lastCombos(batch: PendingGift[]) {
   const keys = unique(
     batch.flatMap((g) =>
       g.streamId === null ? [] : [comboKey(g.streamId, g.input.senderId, g.input.giftId)],
     ),
   )
-  const combos = new Map<string, { combo: number; at: number }>()
-  if (keys.length === 0) return combos
   const parts = keys.map((k) => k.split('|'))
+  return sql`
+    select k.s::text as stream_id, k.u::text as sender_id, k.g::text as gift_id, e.combo, e.sent_at::text
+      from unnest(${sql.param(parts.map((p) => p[0]))}::uuid[], ${sql.param(parts.map((p) => p[1]))}::uuid[],
+                  ${sql.param(parts.map((p) => p[2]))}::uuid[]) as k(s, u, g)
+      cross join lateral (
+        select combo, sent_at from gift_events
+         where stream_id = k.s and sender_id = k.u and gift_id = k.g
+           and sent_at = (select max(sent_at) from gift_events
+                           where stream_id = k.s and sender_id = k.u and gift_id = k.g)
+         order by sequence desc limit 1
+      ) e`
+}
+
+function lastCombosOf(result: unknown): Map<string, { combo: number; at: number }> {
   const rows = rowsOf<{
     stream_id: string
     sender_id: string
     gift_id: string
     combo: number
     sent_at: string
-  }>(
-    await tx.execute(sql`
-      select k.s::text as stream_id, k.u::text as sender_id, k.g::text as gift_id, e.combo, e.sent_at::text
-        from unnest(${sql.param(parts.map((p) => p[0]))}::uuid[], ${sql.param(parts.map((p) => p[1]))}::uuid[],
-                    ${sql.param(parts.map((p) => p[2]))}::uuid[]) as k(s, u, g)
-        cross join lateral (
-          select combo, sent_at from gift_events
-           where stream_id = k.s and sender_id = k.u and gift_id = k.g
-           order by sent_at desc, sequence desc limit 1
-        ) e`),
+  }>(result)
+  return new Map(
+    rows.map((r) => [
+      comboKey(r.stream_id, r.sender_id, r.gift_id),
+      { combo: r.combo, at: Date.parse(normalizeTime(r.sent_at)) },
+    ]),
   )
-  for (const r of rows) {
-    combos.set(comboKey(r.stream_id, r.sender_id, r.gift_id), {
-      combo: r.combo,
-      at: Date.parse(normalizeTime(r.sent_at)),
-    })
-  }
-  return combos
 }
 
-async function updateStreams(
-  tx: Tx,
-  streams: Map<string, StreamState>,
-  inserted: GiftEvent[],
-): Promise<void> {
+/**
+ * The batch's gift events, the streams' new totals and each sender's place
+ * in the streams' rankings (their coins summed over the batch first), in one
+ * statement.
+ */
+async function writeEvents(tx: Tx, events: GiftEvent[], streams: Map<string, StreamState>): Promise<void> {
+  if (events.length === 0) return
   const changed = [...streams].filter(([, s]) => s.coins > 0n)
-  if (changed.length === 0) return
-  await tx.execute(sql`
-    update live_streams s set gift_coins = s.gift_coins + v.coins::bigint, last_sequence = v.last_sequence::bigint
-      from unnest(${sql.param(changed.map(([id]) => id))}::uuid[], ${sql.param(changed.map(([, s]) => s.coins.toString()))}::text[],
-                  ${sql.param(changed.map(([, s]) => s.lastSequence.toString()))}::text[]) as v(id, coins, last_sequence)
-     where s.id = v.id`)
-  // The ranking: coins per (stream, sender), summed over the batch first.
   const totals = new Map<string, { streamId: string; senderId: string; coins: bigint; at: string }>()
-  for (const e of inserted) {
+  for (const e of events) {
     if (e.streamId === null) continue
     const key = `${e.streamId}|${e.senderId}`
     const t = totals.get(key) ?? { streamId: e.streamId, senderId: e.senderId, coins: 0n, at: e.sentAt }
@@ -447,16 +431,44 @@ async function updateStreams(
     t.at = e.sentAt
     totals.set(key, t)
   }
-  const list = [...totals.values()]
+  const gifters = [...totals.values()]
+  const column = <T>(rows: T[], value: (row: T) => string | number | bigint | null) =>
+    sql.param(rows.map((row) => texts(value(row))))
+  // Timestamps travel as text: the postgres-js driver passes timestamptz[] parameters through unserialized.
   await tx.execute(sql`
+    with events as (
+      insert into gift_events (id, stream_id, sequence, sender_id, creator_id, gift_id, quantity, coin_cost,
+                               coins, creator_coins, platform_coins, combo, transaction_id, sent_at)
+      select id, stream_id, sequence, sender_id, creator_id, gift_id, quantity, coin_cost,
+             coins, creator_coins, platform_coins, combo, transaction_id, sent_at::timestamptz
+        from unnest(
+          ${column(events, (e) => e.id)}::uuid[], ${column(events, (e) => e.streamId)}::uuid[],
+          ${column(events, (e) => e.sequence)}::bigint[], ${column(events, (e) => e.senderId)}::uuid[],
+          ${column(events, (e) => e.creatorId)}::uuid[], ${column(events, (e) => e.giftId)}::uuid[],
+          ${column(events, (e) => e.quantity)}::integer[], ${column(events, (e) => e.coinCost)}::bigint[],
+          ${column(events, (e) => e.coins)}::bigint[], ${column(events, (e) => e.creatorCoins)}::bigint[],
+          ${column(events, (e) => e.platformCoins)}::bigint[], ${column(events, (e) => e.combo)}::integer[],
+          ${column(events, (e) => e.transactionId)}::bigint[], ${column(events, (e) => e.sentAt)}::text[])
+          as v(id, stream_id, sequence, sender_id, creator_id, gift_id, quantity, coin_cost,
+               coins, creator_coins, platform_coins, combo, transaction_id, sent_at)
+    ), totals as (
+      update live_streams s set gift_coins = s.gift_coins + v.coins, last_sequence = v.last_sequence
+        from unnest(${column(changed, ([id]) => id)}::uuid[], ${column(changed, ([, t]) => t.coins)}::bigint[],
+                    ${column(changed, ([, t]) => t.lastSequence)}::bigint[]) as v(id, coins, last_sequence)
+       where s.id = v.id
+    )
     insert into stream_gifters (stream_id, sender_id, coins, last_gift_at)
-    select s, u, c::bigint, a::timestamptz
-      from unnest(${sql.param(list.map((t) => t.streamId))}::uuid[], ${sql.param(list.map((t) => t.senderId))}::uuid[],
-                  ${sql.param(list.map((t) => t.coins.toString()))}::text[], ${sql.param(list.map((t) => t.at))}::text[])
-        as v(s, u, c, a)
+    select stream_id, sender_id, coins, last_gift_at::timestamptz
+      from unnest(${column(gifters, (t) => t.streamId)}::uuid[], ${column(gifters, (t) => t.senderId)}::uuid[],
+                  ${column(gifters, (t) => t.coins)}::bigint[], ${column(gifters, (t) => t.at)}::text[])
+        as v(stream_id, sender_id, coins, last_gift_at)
     on conflict (stream_id, sender_id)
     do update set coins = stream_gifters.coins + excluded.coins, last_gift_at = excluded.last_gift_at`)
 }
+
+/** A value as the text of an array element: bigints and numbers in full, null as null. */
+const texts = (value: string | number | bigint | null): string | null =>
+  value === null ? null : String(value)
 
 /** PostgreSQL's text timestamps ("2026-11-25 22:30:01.123456+00") as something Date.parse reads. */
 function normalizeTime(text: string): string {
