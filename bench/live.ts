@@ -38,13 +38,19 @@ import { fmt } from './support/stats.js'
 // share the machine's cores with the server.
 //
 //   npm run bench:live -- [--subscribers 5000] [--rate 20] [--seconds 30] [--client-processes 2]
-//     [--wait-quiet 480] [--drain-ms 10000] [--server-cpu-prof <dir>] (the server's CPU profile, written when it stops)
+//     [--wait-quiet 480] [--quiet-cpu-percent 15] [--drain-ms 10000]
+//     [--server-cpu-prof <dir>] (the server's CPU profile, written when it stops)
+//
+// --wait-quiet: seconds to wait, in all, for other benchmarks to end and then,
+// before each phase, for other processes to use at most --quiet-cpu-percent
+// of the machine's CPU over 5 s; past it, the run measures anyway (and says so).
 
 const SELF = fileURLToPath(import.meta.url)
 const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url))
 const HOST = '127.0.0.1'
 const HISTOGRAM_MS = 120_000
 const QUIET_POLL_MS = 30_000
+const QUIET_WINDOW_MS = 5_000
 
 const LIVE_GIFTS = `subscription LiveGifts($streamId: ID!, $afterSequence: Int) {
   liveGifts(streamId: $streamId, afterSequence: $afterSequence) {
@@ -379,6 +385,7 @@ async function orchestrate(): Promise<void> {
   const seconds = flag('seconds', 30)
   const processes = flag('client-processes', 2)
   const waitQuietSeconds = flag('wait-quiet', 480)
+  const quietCpuPercent = flag('quiet-cpu-percent', 15)
   const drainMs = flag('drain-ms', 10_000)
 
   const waitStarted = Date.now()
@@ -407,6 +414,22 @@ async function orchestrate(): Promise<void> {
   const monitor = new InterferenceMonitor()
   monitor.start()
   monitor.own(scratch.name)
+  /** Waits, within what is left of --wait-quiet, until other processes are quiet over a window. */
+  const untilQuiet = async (phase: string) => {
+    for (;;) {
+      const mark = monitor.mark()
+      await sleep(QUIET_WINDOW_MS)
+      const { otherCpuPercent } = monitor.since(mark)
+      if (!(otherCpuPercent > quietCpuPercent)) return
+      if (Date.now() - waitStarted >= waitQuietSeconds * 1000) {
+        console.log(
+          `WARNING: ${phase} measured while other processes use ${fmt(otherCpuPercent)}% of the CPU`,
+        )
+        return
+      }
+      console.log(`${phase}: waiting for quiet (other processes use ${fmt(otherCpuPercent)}% of the CPU)`)
+    }
+  }
   /** CPU used by this run's processes and by others, from here on. */
   const cpuFrom = (serverPid: number, clientSet: ClientSet) => {
     const mark = monitor.mark()
@@ -492,6 +515,7 @@ async function orchestrate(): Promise<void> {
     let sent = 0
     let sendErrors = 0
     const total = rate * seconds
+    await untilQuiet('feed')
     const feedCpu = cpuFrom(server.pid, clients)
     const sendStarted = performance.now()
     const inflight: Promise<void>[] = []
@@ -608,6 +632,7 @@ async function orchestrate(): Promise<void> {
     console.log(
       `baseline: ${baseConnected.sockets} sockets (${baseConnected.failed} failed); ${fmt(basePer / 1024, 1)} KiB RSS per socket`,
     )
+    await untilQuiet('baseline')
     const baseCpu = cpuFrom(base.pid as number, clients)
     const done = await ask<{ sent: number }>({ kind: 'run', rate, seconds }, 'done')
     await sleep(drainMs)
