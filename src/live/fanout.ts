@@ -145,9 +145,11 @@ async function run(event: GiftEvent, operation: SharedOperation, contextValue: u
 }
 
 /**
- * A fresh context for executions: a copy of a subscriber's, with its own
- * Pothos cache, so that relation loaders (sender, gift…) load afresh for each
- * round of events instead of caching for the life of a subscription.
+ * A fresh context for executions: a copy of a subscriber's. What resolvers
+ * cache per request is keyed by the context object (the gift events' loaders
+ * of senders and gifts, Pothos's own cache, given a new key here), so they
+ * load afresh for each round of events instead of caching for the life of a
+ * subscription (a renamed sender shows up; nothing grows).
  */
 function freshContext(contextValue: unknown): unknown {
   return { ...(contextValue as object), ...initContextCache() }
@@ -327,7 +329,8 @@ class Subscriber {
   private channel: StreamChannel | null = null
   /** Caught up: the follow loop waits on an empty queue, the channel writes to it directly. */
   private direct = false
-  private caughtUpSinceContext = false
+  /** Set when the subscriber catches up: its pump's next catch-up starts with a fresh context. */
+  private renewContext = false
   private closed = false
 
   constructor(
@@ -344,7 +347,7 @@ class Subscriber {
     this.queue = fanout.feed.queue(() => {
       if (this.closed) return
       this.setDirect(true)
-      this.caughtUpSinceContext = true
+      this.renewContext = true
     })
   }
 
@@ -438,10 +441,10 @@ class Subscriber {
           this.settle.resolve({ done: true, value: undefined })
           return
         }
-        // One context per catch-up (renewed after each direct spell): loaders cache within it only.
-        if (contextValue === null || this.caughtUpSinceContext) {
+        // One context per catch-up: its loaders cache within it only.
+        if (contextValue === null || this.renewContext) {
           contextValue = freshContext(this.operation.args.contextValue)
-          this.caughtUpSinceContext = false
+          this.renewContext = false
         }
         const payload = await this.fanout.shared.payload(step.value, this.operation, contextValue)
         if (this.closed) return
