@@ -20,7 +20,7 @@ import type { RechargeOrder, RechargeService } from './service.js'
 export const INBOX_LIMITS = {
   claimBatchMax: 50,
   /** Claimed batches processed at once per process (each settles in one transaction). */
-  batchesInFlight: 3,
+  batchesInFlight: 2,
   /** Provider re-reads at once per batch (they wait on the provider, not on us). */
   fetchConcurrency: 16,
   /** Events processed one by one at once per batch (each may hold a pooled connection while it settles). */
