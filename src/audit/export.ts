@@ -1,4 +1,5 @@
 import { type SQL, sql } from 'drizzle-orm'
+import type { PgDialect } from 'drizzle-orm/pg-core'
 import type { Db } from '../db/client.js'
 import { rowsOf } from '../db/rows.js'
 import { closedHorizon } from './horizon.js'
@@ -108,7 +109,7 @@ export async function* journalExportPages(
   format: JournalExportFormat,
   range: JournalExportRange,
   horizon: bigint,
-): AsyncGenerator<string> {
+): AsyncGenerator<string | Buffer> {
   const bounds = await idBounds(db, range, horizon)
   if (!bounds) return
   const [lo, hi] = bounds
@@ -116,8 +117,9 @@ export async function* journalExportPages(
   const to = range.to ?? null
   let after = lo - 1n
   for (;;) {
-    const [page] = rowsOf<{ last: string | null; text: string | null }>(
-      await db.execute(sql`
+    const page = await readPage(
+      db,
+      sql`
         with page as (
           select t.id, t.kind, t.idempotency_key, t.posted_at
             from ledger_transactions t
@@ -131,10 +133,38 @@ export async function* journalExportPages(
                (select string_agg(${LINE[format]}, '' order by p.id, e.id)
                   from page p
                   join ledger_entries e on e.transaction_id = p.id
-                  left join ledger_accounts a on a.id = e.account_id) as text`),
+                  left join ledger_accounts a on a.id = e.account_id) as text`,
     )
     if (!page?.last) return
     if (page.text) yield page.text
     after = BigInt(page.last)
   }
+}
+
+/**
+ * One page: its last transaction id, and its text. On PostgreSQL the text is
+ * read as raw bytes (postgres.js `.raw()`) and goes to the response as it
+ * came off the socket, never a JavaScript string: a whole export is hundreds
+ * of MiB of page text, and as short-lived strings (decoded, then encoded
+ * again) it is what raised the server's memory while exporting. PGlite has
+ * no raw mode: strings there.
+ */
+async function readPage(db: Db, query: SQL): Promise<{ last: string | null; text: string | Buffer | null }> {
+  const client = (db as unknown as { $client?: RawClient }).$client
+  if (client && typeof client.unsafe === 'function') {
+    const { sql: text, params } = (db as unknown as { dialect: PgDialect }).dialect.sqlToQuery(query)
+    const [row] = await client.unsafe(text, params as never[], { prepare: true }).raw()
+    return { last: row?.[0]?.toString('utf8') ?? null, text: row?.[1] ?? null }
+  }
+  const [row] = rowsOf<{ last: string | null; text: string | null }>(await db.execute(query))
+  return { last: row?.last ?? null, text: row?.text ?? null }
+}
+
+/** The part of postgres.js used for raw pages. */
+interface RawClient {
+  unsafe(
+    query: string,
+    params: never[],
+    options: { prepare: boolean },
+  ): { raw(): Promise<(Buffer | null)[][]> }
 }

@@ -154,7 +154,7 @@ export function csvField(value: string): string {
 }
 
 /** Writes, then waits until the client has taken it (or is gone). */
-function write(res: ServerResponse, text: string): Promise<void> {
+function write(res: ServerResponse, text: string | Buffer): Promise<void> {
   if (res.write(text)) return Promise.resolve()
   return new Promise((resolve) => {
     const done = () => {
