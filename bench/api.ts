@@ -6,12 +6,16 @@ import { parseArgs } from 'node:util'
 import autocannon from 'autocannon'
 import postgres from 'postgres'
 import { signToken } from '../src/auth/tokens.js'
-import { openDatabase } from '../src/db/client.js'
-import { checkIntegrity } from '../src/ledger/integrity.js'
 import { GRANT_COINS, SEND_GIFT, START_LIVE } from '../test/support/operations.js'
 import { newestProfile, type ProfileSummary, summarizeProfile } from './support/cpu-profile.js'
 import { type Interference, InterferenceMonitor } from './support/interference.js'
-import { adminUrl, createScratchDatabase, type MachineFacts, machineFacts } from './support/scratch.js'
+import {
+  adminUrl,
+  createScratchDatabase,
+  ledgerIntegrityCheck,
+  type MachineFacts,
+  machineFacts,
+} from './support/scratch.js'
 import {
   benchServerEnv,
   builtServerArgs,
@@ -675,22 +679,8 @@ async function checkBooks(
         coins <= giftTally.acceptedCoins + giftsInFlightMax * QUANTITY_MAX * population.giftCoinCost,
       `${giftTally.ok} accepted (${giftTally.acceptedCoins} coins), ${events} in the database (${coins} coins); at most ${giftsInFlightMax} unanswered when runs stopped`,
     )
-    const database = await openDatabase({ kind: 'postgres', url, poolMax: 2 })
-    try {
-      const integrity = await checkIntegrity(database.db)
-      check(
-        'ledger integrity (checkIntegrity)',
-        integrity.ok,
-        integrity.ok
-          ? `${integrity.checkedTransactions} transactions, ${integrity.checkedAccounts} accounts`
-          : integrity.problems
-              .slice(0, 5)
-              .map((p) => `${p.kind}: ${p.message}`)
-              .join('; '),
-      )
-    } finally {
-      await database.close()
-    }
+    const integrity = await ledgerIntegrityCheck(url)
+    check('ledger integrity (checkIntegrity)', integrity.ok, integrity.detail)
     return { checks, giftsPerCommit: Number(m.gift_transactions) / Number(m.gift_commits) }
   } finally {
     await sql.end({ timeout: 5 })

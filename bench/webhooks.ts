@@ -3,12 +3,10 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import postgres from 'postgres'
 import { signToken } from '../src/auth/tokens.js'
-import { openDatabase } from '../src/db/client.js'
-import { checkIntegrity } from '../src/ledger/integrity.js'
 import { type FakeStripe, type StripeEvent, startFakeStripe } from '../test/fakes/stripe.js'
 import { CATALOG } from '../test/support/operations.js'
 import { type LoopResult, type PreparedPost, postAll } from './support/post-loop.js'
-import { createScratchDatabase, machineFacts } from './support/scratch.js'
+import { createScratchDatabase, ledgerIntegrityCheck, machineFacts } from './support/scratch.js'
 import {
   benchServerEnv,
   builtServerArgs,
@@ -447,22 +445,8 @@ async function main(): Promise<number> {
       options,
       `  inbox: one event processed every ${fmt(inbox?.gap_p50 ?? Number.NaN, 1)} ms (p50; p90 ${fmt(inbox?.gap_p90 ?? Number.NaN, 1)} ms) = ${fmt(1000 / (inbox?.gap_p50 ?? Number.NaN))} events/s; time in the inbox p50 ${fmt((inbox?.wait_p50 ?? Number.NaN) / 1000, 1)} s, max ${fmt((inbox?.wait_max ?? Number.NaN) / 1000, 1)} s`,
     )
-    const database = await openDatabase({ kind: 'postgres', url: scratch.url, poolMax: 2 })
-    try {
-      const integrity = await checkIntegrity(database.db)
-      check(
-        'ledger integrity (checkIntegrity)',
-        integrity.ok,
-        integrity.ok
-          ? `${integrity.checkedTransactions} transactions, ${integrity.checkedAccounts} accounts`
-          : integrity.problems
-              .slice(0, 5)
-              .map((p) => `${p.kind}: ${p.message}`)
-              .join('; '),
-      )
-    } finally {
-      await database.close()
-    }
+    const integrity = await ledgerIntegrityCheck(scratch.url)
+    check('ledger integrity (checkIntegrity)', integrity.ok, integrity.detail)
     const summary = [...server.logSummary()].filter(([line]) => !line.includes('webhook refused'))
     log(
       options,

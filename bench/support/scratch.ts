@@ -1,6 +1,8 @@
 import { randomBytes } from 'node:crypto'
 import os from 'node:os'
 import postgres from 'postgres'
+import { openDatabase } from '../../src/db/client.js'
+import { checkIntegrity } from '../../src/ledger/integrity.js'
 
 // Scratch databases for benchmarks: created fresh on the server that
 // BENCH_DATABASE_URL names (an admin connection, any database), dropped after.
@@ -78,5 +80,27 @@ export async function machineFacts(): Promise<MachineFacts> {
     }
   } finally {
     await admin.end({ timeout: 5 })
+  }
+}
+
+/**
+ * The ledger's integrity check on a benchmark's database, as one check line:
+ * ok, and what was checked or the first problems found.
+ */
+export async function ledgerIntegrityCheck(url: string): Promise<{ ok: boolean; detail: string }> {
+  const database = await openDatabase({ kind: 'postgres', url, poolMax: 2 })
+  try {
+    const integrity = await checkIntegrity(database.db)
+    return {
+      ok: integrity.ok,
+      detail: integrity.ok
+        ? `${integrity.checkedTransactions} transactions, ${integrity.checkedAccounts} accounts`
+        : integrity.problems
+            .slice(0, 5)
+            .map((p) => `${p.kind}: ${p.message}`)
+            .join('; '),
+    }
+  } finally {
+    await database.close()
   }
 }
