@@ -90,6 +90,9 @@ interface ShapeResult {
   errors: Record<string, number>
   /** Postings per database transaction, from the rows this shape wrote. */
   postingsPerBatch: number
+  /** Batches written on the engine's expectations in one statement, and planned again under the locks (warm-up included). */
+  expectationsHeld: number
+  expectationsStale: number
   nodePercentOfCore: number
   machinePercent: number
   interference: Interference
@@ -145,6 +148,7 @@ function parseOptions(argv: string[]): Options {
       batchSizeMax: int('batch-size-max', 1),
       concurrency: int('concurrency', 1),
       queueLengthMax: int('queue-length-max', 1),
+      contendedAccountMs: defaultLedgerOptions.contendedAccountMs,
     },
     shapes: shapes as ShapeName[],
     jit: values.jit === 'off' ? 'off' : 'server',
@@ -245,6 +249,7 @@ async function runShape(
   if (options.analyze)
     await database.db.execute(sql`analyze ledger_accounts, ledger_transactions, ledger_entries`)
   const before = await lastTransactionId(database)
+  const expectationsBefore = { ...ledger.expectations }
   const latenciesMs: number[] = []
   const completedPerSlot: number[] = []
   let startedAt = 0
@@ -300,6 +305,8 @@ async function runShape(
     postedTotal,
     errors,
     postingsPerBatch: await postingsPerBatch(database, before, after),
+    expectationsHeld: ledger.expectations.held - expectationsBefore.held,
+    expectationsStale: ledger.expectations.stale - expectationsBefore.stale,
     ...usage,
     interference,
     timeline: Array.from(
@@ -348,7 +355,7 @@ async function runLedger(
       await database.close()
       database = await openDatabase(config)
     }
-    const ledger = new Ledger(database.db, options.ledger)
+    const ledger = new Ledger(database, options.ledger)
     const population: Population = {
       senders: Array.from({ length: options.senders }, () => userWallet(randomUUID())),
       creators: Array.from({ length: options.creators }, () => creatorEarnings(randomUUID())),
@@ -431,6 +438,10 @@ function report(
   for (const r of run.results) lines.push(`${r.name}: ${r.label}`)
   for (const r of run.results)
     lines.push(`${r.name} posts/s per ${TIMELINE_SECONDS} s: ${r.timeline.map((n) => fmt(n)).join(', ')}`)
+  for (const r of run.results)
+    lines.push(
+      `${r.name} batches (warm-up included): ${fmt(r.expectationsHeld)} written on the engine's expectations of the rows, ${fmt(r.expectationsStale)} found them stale and were planned again`,
+    )
   lines.push(
     `pgbench: every client updates the same row, one other row and inserts one row, one transaction each; latency average ${fmt(baseline.latencyAverageMs, 1)} ms, ${baseline.failed} failed`,
   )

@@ -78,7 +78,7 @@ export interface ServiceHooks {
 }
 
 export function createServices(config: Config, database: Database, hooks: ServiceHooks = {}): Services {
-  const ledger = new Ledger(database.db, { batchSizeMax: config.ledger.batchSizeMax })
+  const ledger = new Ledger(database, { batchSizeMax: config.ledger.batchSizeMax })
   const users = new UserService(database.db, ledger)
   const tokens = new TokenVerifier(loadJwtKey(config.jwt, config.env).key, {
     issuer: config.jwt.issuer,

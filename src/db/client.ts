@@ -1,7 +1,8 @@
 import { mkdirSync } from 'node:fs'
 import { PGlite } from '@electric-sql/pglite'
-import { sql } from 'drizzle-orm'
+import { type SQL, sql } from 'drizzle-orm'
 import type { Logger as DrizzleLogger } from 'drizzle-orm/logger'
+import { PgDialect } from 'drizzle-orm/pg-core'
 import type { PgAsyncDatabase, PgAsyncTransaction } from 'drizzle-orm/pg-core/async'
 import type { PgQueryResultHKT } from 'drizzle-orm/pg-core/session'
 import { drizzle as drizzlePglite } from 'drizzle-orm/pglite'
@@ -16,11 +17,29 @@ export type Tx = PgAsyncTransaction<PgQueryResultHKT, Relations>
 /** A database handle or an open transaction: code that only reads or writes takes either. */
 export type DbOrTx = Db | Tx
 
+/**
+ * Runs statements as one database transaction in one round trip: BEGIN, the
+ * statements and COMMIT are sent together, and PostgreSQL runs them in order.
+ * A statement that fails aborts the transaction (the COMMIT then rolls it
+ * back) and its error is thrown. Returns each statement's rows.
+ */
+export type OneTrip = (
+  statements: readonly SQL[],
+  /** Called with the statements' rows as soon as they are in, while the COMMIT may still be running. */
+  onAnswered?: (rows: Record<string, unknown>[][]) => void,
+) => Promise<Record<string, unknown>[][]>
+
 export interface Database {
   readonly kind: 'postgres' | 'pglite'
   readonly db: Db
   /** What the driver is doing now, counted around its calls (GET /metrics). */
   readonly pool: PoolUse
+  /**
+   * On PostgreSQL: a transaction in one round trip, for work that needs no
+   * answer before its commit (the ledger's fast path). PGlite has no network
+   * to save: undefined.
+   */
+  readonly oneTrip?: OneTrip
   /** True when the database answers; never throws. */
   ping(): Promise<boolean>
   close(): Promise<void>
@@ -161,8 +180,55 @@ function openPostgres(url: string, poolMax: number, logger?: DrizzleLogger): Dat
     kind: 'postgres',
     db,
     pool,
+    oneTrip: (statements, onAnswered) => oneTrip(client, pool, statements, onAnswered, logger),
     ping: () => pingDb(db),
     close: () => client.end({ timeout: 5 }),
+  }
+}
+
+const dialect = new PgDialect()
+
+async function oneTrip(
+  client: postgres.Sql,
+  pool: PoolUse,
+  statements: readonly SQL[],
+  onAnswered: ((rows: Record<string, unknown>[][]) => void) | undefined,
+  logger?: DrizzleLogger,
+): Promise<Record<string, unknown>[][]> {
+  pool.transactions++
+  pool.transactionsStarted++
+  let reserved: postgres.ReservedSql | undefined
+  try {
+    reserved = await client.reserve()
+    const connection = reserved
+    const queries = [
+      connection.unsafe('begin'),
+      ...statements.map((statement) => {
+        const query = dialect.sqlToQuery(statement)
+        logger?.logQuery(query.sql, query.params)
+        return connection.unsafe(query.sql, query.params as postgres.ParameterOrJSON<never>[], {
+          prepare: true,
+        })
+      }),
+      connection.unsafe('commit'),
+    ]
+    // Sent now, in this order, without waiting for any answer (a reserved
+    // connection pipelines what it is given).
+    for (const query of queries) query.execute()
+    const answered = Promise.all(queries.slice(1, -1)).then((results) => results.map((rows) => [...rows]))
+    if (onAnswered) answered.then(onAnswered, () => {})
+    const settled = await Promise.allSettled(queries)
+    const failed = settled.find((r) => r.status === 'rejected')
+    if (failed) {
+      // The COMMIT rolled back an aborted transaction; should anything have
+      // kept one open, it ends here, before the connection is reused.
+      await connection.unsafe('rollback').catch(() => {})
+      throw failed.reason
+    }
+    return await answered
+  } finally {
+    reserved?.release()
+    pool.transactions--
   }
 }
 

@@ -1,5 +1,5 @@
 import { and, desc, eq, lte, sql } from 'drizzle-orm'
-import type { Db, DbOrTx, Tx } from '../db/client.js'
+import type { Database, Db, DbOrTx, OneTrip, Tx } from '../db/client.js'
 import { rowsOf } from '../db/rows.js'
 import { ledgerAccounts, ledgerEntries, ledgerHolds } from '../db/schema.js'
 import { AccountDirectory } from './accounts.js'
@@ -7,7 +7,14 @@ import { Coalescer } from './coalescer.js'
 import { invalid, LedgerError } from './errors.js'
 import { createHoldInTx, type PostHoldOptions, postHoldInTx, releaseHoldInTx, validateHold } from './holds.js'
 import { checkIntegrity, type IntegrityReport } from './integrity.js'
-import { loadTransactions, type PreparedPosting, postBatchInTx, type Settled } from './posting.js'
+import {
+  loadTransactions,
+  type PreparedPosting,
+  postBatchInOneTrip,
+  postBatchInTx,
+  type Settled,
+} from './posting.js'
+import { AccountStates } from './state-cache.js'
 import { inTransaction } from './tx.js'
 import type {
   Account,
@@ -32,12 +39,19 @@ export interface LedgerOptions {
   concurrency: number
   /** Postings allowed to wait for a batch before new ones are refused. */
   queueLengthMax: number
+  /**
+   * How long an account found moved by another writer (another instance, a
+   * raw SQL session) has its batches planned under the locks rather than on
+   * this process's expectations, which would be stale batch after batch.
+   */
+  contendedAccountMs: number
 }
 
 export const defaultLedgerOptions: LedgerOptions = {
   batchSizeMax: 500,
   concurrency: 1,
   queueLengthMax: 20_000,
+  contendedAccountMs: 2_000,
 }
 
 /**
@@ -51,14 +65,22 @@ export class Ledger {
   private readonly coalescer: Coalescer<PreparedPosting, PostingResult>
   /** The balance read, built once: the hottest read there is (every `me { wallet { coins } }`). */
   private readonly balanceById: ReturnType<typeof prepareBalanceById>
+  /** What this process expects its accounts' rows to hold: batches planned on it take the fast path. */
+  private readonly known: AccountStates
 
-  constructor(
-    private readonly db: Db,
-    options: Partial<LedgerOptions> = {},
-  ) {
+  private readonly db: Db
+  /** PostgreSQL: a batch written on expectations goes as BEGIN, one statement and COMMIT in one round trip. */
+  private readonly oneTrip: OneTrip | undefined
+
+  /** Takes the Database (PostgreSQL batches then go in one round trip) or a bare drizzle handle. */
+  constructor(database: Database | Db, options: Partial<LedgerOptions> = {}) {
+    const isDatabase = 'kind' in database && 'pool' in database
+    this.db = isDatabase ? database.db : database
+    this.oneTrip = isDatabase ? database.oneTrip : undefined
     const opts = { ...defaultLedgerOptions, ...options }
+    this.known = new AccountStates(100_000, opts.contendedAccountMs)
     this.coalescer = new Coalescer((batch) => this.writeBatch(batch), opts)
-    this.balanceById = prepareBalanceById(db)
+    this.balanceById = prepareBalanceById(this.db)
   }
 
   /**
@@ -103,7 +125,7 @@ export class Ledger {
    * caller's transaction must not have touched ledger accounts before.
    */
   postInTx(tx: Tx, batch: readonly PreparedPosting[]): Promise<Settled<PostingResult>[]> {
-    return postBatchInTx(tx, batch)
+    return postBatchInTx(tx, batch, {}, this.known)
   }
 
   /** Posts the mirror image of a transaction, linked to it. A transaction is reversed at most once. */
@@ -261,6 +283,14 @@ export class Ledger {
     })
   }
 
+  /**
+   * Batches written on this process's expectations of their accounts' rows
+   * (`held`), and batches whose expectations were stale (`stale`), since start.
+   */
+  get expectations(): Readonly<{ held: number; stale: number }> {
+    return this.known.expectations
+  }
+
   /** Postings waiting for a batch (for metrics). */
   get pendingPostings(): number {
     return this.coalescer.pending
@@ -299,7 +329,9 @@ export class Ledger {
   }
 
   private async writeBatch(batch: PreparedPosting[]): Promise<Settled<PostingResult>[]> {
-    const results = await inTransaction(this.db, (tx) => postBatchInTx(tx, batch))
+    const results =
+      (this.oneTrip && (await postBatchInOneTrip(this.db, this.oneTrip, batch, this.known))) ||
+      (await inTransaction(this.db, (tx) => postBatchInTx(tx, batch, {}, this.known)))
     this.notifyCommitted(results.flatMap((r) => (r.ok && !r.value.replayed ? [r.value.transaction] : [])))
     return results
   }

@@ -1,8 +1,9 @@
-import { and, eq, inArray, sql } from 'drizzle-orm'
-import type { Tx } from '../db/client.js'
+import { and, eq, inArray, type SQL, sql } from 'drizzle-orm'
+import type { Db, OneTrip, Tx } from '../db/client.js'
 import { rowsOf } from '../db/rows.js'
 import { ledgerAccounts, ledgerEntries, ledgerTransactions } from '../db/schema.js'
 import { IdempotencyConflictError, InsufficientFundsError, LedgerError } from './errors.js'
+import type { AccountState, AccountStates } from './state-cache.js'
 import type {
   Account,
   Direction,
@@ -17,19 +18,25 @@ import { signedAmount } from './types.js'
 // The core of the engine: posts a batch of prepared postings inside one
 // database transaction. Many postings share one lock on each account they
 // touch (hot accounts included) and one INSERT per table, so a hot account
-// costs one lock per batch, not one per posting, and a batch costs three
-// statements whatever its size.
+// costs one lock per batch, not one per posting.
 //
-// Order inside the database transaction, always the same:
-//   1. lock every account of the batch, sorted by id (no deadlocks), and in
-//      the same statement read the clock, the keys already posted and the
-//      reversals already made;
-//   2. apply the postings in memory, in order, refusing those that would
-//      overdraw a non-negative account (a refusal writes nothing);
-//   3. insert the transactions; release the held amounts the batch settles;
-//      insert the entries.
-// The database re-checks all of it and keeps the accounts' cached balances
-// from the entries itself (migrations/*_ledger_guards, *_ledger_fast_path).
+// The fast path, taken when the engine knows what its accounts' rows should
+// hold (AccountStates, state-cache.ts) and the batch settles no hold:
+//   1. plan the batch in memory on the expected states: refuse what would
+//      overdraw a non-negative account, compute every entry's sequence and
+//      balance after;
+//   2. one statement locks every account of the batch, sorted by id (no
+//      deadlocks), reads the clock, and, only if every locked row is as
+//      expected and no key or reversal of the batch exists, inserts the
+//      transactions and the entries;
+//   3. commit. The hot accounts are locked for one statement and the commit.
+// The slow path, when any expectation was wrong (or none could be made): the
+// same statement has locked the accounts and returned their rows, the keys
+// already posted and the reversals already made; the batch is planned again
+// on them, and its transactions, released holds and entries are written in
+// that order, under the locks already held.
+// Either way the database re-checks all of it and keeps the accounts' cached
+// balances from the entries itself (migrations/*_ledger_guards, *_ledger_fast_path).
 
 /** A posting whose accounts are resolved and whose shape is valid. */
 export interface PreparedPosting {
@@ -46,10 +53,7 @@ export interface PreparedPosting {
 
 export type Settled<T> = { ok: true; value: T } | { ok: false; error: Error }
 
-interface AccountState {
-  balance: bigint
-  heldAmount: bigint
-  lastSeq: bigint
+interface PlannedState extends AccountState {
   /** The held amount moved (a hold settled by this batch): the engine writes it, before the entries. */
   heldChanged: boolean
 }
@@ -63,54 +67,76 @@ interface Accepted {
 export interface BatchHooks {
   /**
    * Runs after the batch's transactions are inserted, before held amounts are
-   * released and entries written (entry ids are not known yet).
+   * released and entries written (entry ids are not known yet). A batch with
+   * this hook takes the slow path.
    */
   beforeEntries?: (tx: Tx, posted: PostedTransaction[]) => Promise<void>
+}
+
+type Existing = Map<string, { requestHash: string; transaction: PostedTransaction }>
+
+/** What a batch will do, decided in memory on a set of account states. */
+interface Plan {
+  results: (Settled<PostingResult> | undefined)[]
+  accepted: Accepted[]
+  /** [index, first]: a posting whose key an earlier one of the batch carries; settled by that one's outcome. */
+  twins: [index: number, first: number][]
+  /** The states the accepted postings leave the accounts in. */
+  states: Map<bigint, PlannedState>
 }
 
 export async function postBatchInTx(
   tx: Tx,
   batch: readonly PreparedPosting[],
   hooks: BatchHooks = {},
+  known?: AccountStates,
 ): Promise<Settled<PostingResult>[]> {
-  const results: (Settled<PostingResult> | undefined)[] = new Array(batch.length)
-  const { states, now, existing, reversed } = await lockAndRead(tx, batch)
+  const ids = accountIdsOf(batch)
+  const fast = known !== undefined && !hooks.beforeEntries && !batch.some((p) => p.releases?.length)
+  const decided = fast ? await known.claim(ids) : null
+  let plan: Plan
+  let posted: PostedTransaction[]
+  try {
+    const expected = decided && known ? await known.expect(tx, ids) : null
+    const guess = expected && planBatch(batch, planned(expected), new Map(), new Set())
+    // Remembered before the statement: the next batch on these accounts plans
+    // on it once this one's statement has returned (claim), that is, while
+    // this one commits.
+    if (guess) known?.remember(guess.states)
+    const locked = await lockAndWrite(tx, ids, batch, expected, guess)
+    if (guess && locked.written) {
+      plan = guess
+      posted = toPosted(plan.accepted, locked.transactionIds, locked.now)
+      setEntryIds(posted, locked.entryIds)
+    } else {
+      if (guess && expected) known?.contradicted(expected, locked.states)
+      plan = planBatch(batch, locked.states, locked.existing, locked.reversed)
+      known?.remember(plan.states)
+      decided?.()
+      posted = toPosted(plan.accepted, await insertTransactions(tx, plan.accepted, locked.now), locked.now)
+      if (hooks.beforeEntries && posted.length > 0) await hooks.beforeEntries(tx, posted)
+      // Released holds first: the accounts' check (balance >= held) holds after every statement.
+      await updateHeldAmounts(tx, plan.states)
+      setEntryIds(posted, await insertEntries(tx, posted))
+    }
+    if (known && guess) known.expectations[plan === guess ? 'held' : 'stale']++
+  } catch (error) {
+    known?.forget(ids)
+    throw error
+  } finally {
+    decided?.()
+  }
 
-  const accepted: Accepted[] = []
-  const firstWithKey = new Map<string, number>()
-  const twins: [index: number, first: number][] = []
-  batch.forEach((prepared, index) => {
-    const { request } = prepared
-    const prior = existing.get(request.idempotencyKey)
-    if (prior) {
-      results[index] = replayOrConflict(prepared, prior.requestHash, { ok: true, value: prior.transaction })
-      return
-    }
-    const first = firstWithKey.get(request.idempotencyKey)
-    if (first !== undefined) {
-      twins.push([index, first]) // settled below by the first posting's outcome
-      return
-    }
-    firstWithKey.set(request.idempotencyKey, index)
-    if (prepared.reversesId !== null && reversed.has(prepared.reversesId)) {
-      results[index] = { ok: false, error: alreadyReversed(prepared.reversesId) }
-      return
-    }
-    const applied = apply(prepared, states)
-    if (applied instanceof Error) {
-      results[index] = { ok: false, error: applied }
-      return
-    }
-    if (prepared.reversesId !== null) reversed.add(prepared.reversesId)
-    accepted.push({ index, prepared, entries: applied })
-  })
+  return settle(batch, plan, posted)
+}
 
-  const posted = await insertTransactions(tx, accepted, now)
-  if (hooks.beforeEntries && posted.length > 0) await hooks.beforeEntries(tx, posted)
-  // Released holds first: the accounts' check (balance >= held) holds after every statement.
-  await updateHeldAmounts(tx, states)
-  await insertEntries(tx, posted)
-
+/** Every posting's outcome: the accepted ones posted, twins as their first, the rest as planned. */
+function settle(
+  batch: readonly PreparedPosting[],
+  plan: Plan,
+  posted: PostedTransaction[],
+): Settled<PostingResult>[] {
+  const { results, accepted, twins } = plan
   accepted.forEach((a, i) => {
     results[a.index] = { ok: true, value: { transaction: posted[i] as PostedTransaction, replayed: false } }
   })
@@ -126,6 +152,115 @@ export async function postBatchInTx(
   return results as Settled<PostingResult>[]
 }
 
+/**
+ * The fast path as a whole database transaction in one round trip (BEGIN,
+ * the lock-and-write statement, COMMIT; PostgreSQL): the hot accounts are
+ * locked for the statement and the commit, with no answer to wait for in
+ * between. Returns null when the batch must take the usual way instead
+ * (postBatchInTx): it settles a hold, an expectation was wrong (nothing was
+ * written), or the trip failed (nothing was committed).
+ */
+export async function postBatchInOneTrip(
+  db: Db,
+  oneTrip: OneTrip,
+  batch: readonly PreparedPosting[],
+  known: AccountStates,
+): Promise<Settled<PostingResult>[] | null> {
+  if (batch.some((p) => p.releases?.length)) return null
+  const ids = accountIdsOf(batch)
+  const decided = await known.claim(ids)
+  if (!decided) return null
+  let locked: ReturnType<typeof readLocked>
+  let guess: Plan
+  try {
+    const expected = await known.expect(db, ids)
+    if (!expected) {
+      decided()
+      return null
+    }
+    guess = planBatch(batch, planned(expected), new Map(), new Set())
+    known.remember(guess.states)
+    const statement = lockAndWriteSql(ids, batch, expected, guess)
+    const [rows] = await oneTrip([statement], ([answer]) => {
+      // The plan held or not: the next batch on these accounts may plan
+      // (on the states remembered) while this one commits.
+      try {
+        const early = readLocked(answer?.[0] as LockedRow | undefined, ids)
+        if (!early.written) known.contradicted(expected, early.states)
+      } catch {
+        known.forget(ids)
+      }
+      decided()
+    })
+    locked = readLocked(rows?.[0] as LockedRow | undefined, ids)
+  } catch {
+    // Nothing was committed: the usual way will tell what went wrong.
+    known.forget(ids)
+    decided()
+    return null
+  }
+  decided()
+  known.expectations[locked.written ? 'held' : 'stale']++
+  if (!locked.written) return null
+  const posted = toPosted(guess.accepted, locked.transactionIds, locked.now)
+  setEntryIds(posted, locked.entryIds)
+  return settle(batch, guess, posted)
+}
+
+function accountIdsOf(batch: readonly PreparedPosting[]): bigint[] {
+  return [
+    ...new Set(batch.flatMap((p) => [...p.accounts, ...(p.routes ?? [])].flatMap((a) => (a ? [a.id] : [])))),
+  ].sort((a, b) => (a < b ? -1 : 1))
+}
+
+function planned(states: ReadonlyMap<bigint, AccountState>): Map<bigint, PlannedState> {
+  return new Map([...states].map(([id, s]) => [id, { ...s, heldChanged: false }]))
+}
+
+/**
+ * Decides every posting of the batch, in order, on the given states (which
+ * it advances): replays and conflicts of keys already posted, twins inside
+ * the batch, second reversals, overdrafts; the rest is accepted with its
+ * entries' sequences and balances after.
+ */
+function planBatch(
+  batch: readonly PreparedPosting[],
+  states: Map<bigint, PlannedState>,
+  existing: Existing,
+  reversed: Set<bigint>,
+): Plan {
+  const results: (Settled<PostingResult> | undefined)[] = new Array(batch.length)
+  const accepted: Accepted[] = []
+  const firstWithKey = new Map<string, number>()
+  const twins: [index: number, first: number][] = []
+  batch.forEach((prepared, index) => {
+    const { request } = prepared
+    const prior = existing.get(request.idempotencyKey)
+    if (prior) {
+      results[index] = replayOrConflict(prepared, prior.requestHash, { ok: true, value: prior.transaction })
+      return
+    }
+    const first = firstWithKey.get(request.idempotencyKey)
+    if (first !== undefined) {
+      twins.push([index, first]) // settled by the first posting's outcome
+      return
+    }
+    firstWithKey.set(request.idempotencyKey, index)
+    if (prepared.reversesId !== null && reversed.has(prepared.reversesId)) {
+      results[index] = { ok: false, error: alreadyReversed(prepared.reversesId) }
+      return
+    }
+    const applied = apply(prepared, states)
+    if (applied instanceof Error) {
+      results[index] = { ok: false, error: applied }
+      return
+    }
+    if (prepared.reversesId !== null) reversed.add(prepared.reversesId)
+    accepted.push({ index, prepared, entries: applied })
+  })
+  return { results, accepted, twins, states }
+}
+
 /** A posting whose key was seen before: the same content gets the original outcome, other content is refused. */
 function replayOrConflict(
   prepared: PreparedPosting,
@@ -138,59 +273,165 @@ function replayOrConflict(
   return original.ok ? { ok: true, value: { transaction: original.value, replayed: true } } : original
 }
 
-interface LockedState {
-  states: Map<bigint, AccountState>
+interface Locked {
+  /** The locked rows. */
+  states: Map<bigint, PlannedState>
   /** The database clock, read after the locks: per account, posting times follow the sequence. */
   now: string
-  existing: Map<string, { requestHash: string; transaction: PostedTransaction }>
+  existing: Existing
   reversed: Set<bigint>
+  /** The guessed plan was written (every expectation held). */
+  written: boolean
+  transactionIds: Map<string, bigint>
+  entryIds: EntryIdRow[]
 }
 
-async function lockAndRead(tx: Tx, batch: readonly PreparedPosting[]): Promise<LockedState> {
-  const ids = [
-    ...new Set(batch.flatMap((p) => [...p.accounts, ...(p.routes ?? [])].flatMap((a) => (a ? [a.id] : [])))),
-  ].sort((a, b) => (a < b ? -1 : 1))
+interface EntryIdRow {
+  account_id: string
+  account_seq: string
+  id: string
+}
+
+/**
+ * One round trip: locks the batch's accounts and reads what the slow path
+ * needs; with a plan made on expected states (`guess`), also writes it, if
+ * and only if every locked row matches its expectation and no key or
+ * reversal of the batch was posted before.
+ */
+async function lockAndWrite(
+  tx: Tx,
+  ids: readonly bigint[],
+  batch: readonly PreparedPosting[],
+  expected: ReadonlyMap<bigint, AccountState> | null,
+  guess: Plan | null,
+): Promise<Locked> {
+  const locked = readLocked(
+    rowsOf<LockedRow>(await tx.execute(lockAndWriteSql(ids, batch, expected, guess)))[0],
+    ids,
+  )
+  const existing: Existing = new Map()
+  if (locked.existingIds.length > 0) {
+    for (const found of await loadTransactions(tx, locked.existingIds))
+      existing.set(found.transaction.idempotencyKey, found)
+  }
+  return { ...locked, existing }
+}
+
+function lockAndWriteSql(
+  ids: readonly bigint[],
+  batch: readonly PreparedPosting[],
+  expected: ReadonlyMap<bigint, AccountState> | null,
+  guess: Plan | null,
+): SQL {
   const keys = batch.map((p) => p.request.idempotencyKey)
   const reverses = batch.flatMap((p) => (p.reversesId === null ? [] : [p.reversesId.toString()]))
-  // One round trip. ORDER BY id under FOR UPDATE: rows are locked in id order,
-  // the one order every posting uses, so two batches can never wait on each
-  // other in a cycle. The clock is read in the outer query, after the locked
-  // rows are all fetched. A key posted concurrently and missed here loses the
-  // race on the unique index (23505) and the batch is retried (tx.ts).
-  // Arrays travel as one parameter each, so the statement text never varies
-  // with the batch size and stays prepared.
-  const result = await tx.execute(sql`
-    with locked as (
+  const want = ids.map((id) => expected?.get(id))
+  const txs = (guess?.accepted ?? []).map((a) => a.prepared)
+  const entries = (guess?.accepted ?? []).flatMap((a) =>
+    a.entries.map((e) => ({ ...e, key: a.prepared.request.idempotencyKey })),
+  )
+  // ORDER BY id under FOR UPDATE: rows are locked in id order, the one order
+  // every posting uses, so two batches can never wait on each other in a
+  // cycle. The clock is read once all locked rows are fetched (state), and
+  // the inserts draw from `go`, which holds one row only if everything was as
+  // expected. A key posted concurrently and missed here loses the race on the
+  // unique index (23505) and the batch is retried (tx.ts). Arrays travel as
+  // one parameter each, so the statement text never varies with the batch
+  // size and stays prepared. Entries' triggers fire at the end of the
+  // statement and see the transactions inserted above them.
+  return sql`
+    with locked as materialized (
       select id, balance, held_amount, last_seq from ledger_accounts
-       where id = any(${texts(ids)}::bigint[]) order by id for update)
-    select l.accounts, clock_timestamp()::text as now,
-      (select coalesce(json_agg(t.id::text), '[]') from ledger_transactions t
-        where t.idempotency_key = any(${texts(keys)}::text[])) as existing_ids,
-      (select coalesce(json_agg(t.reverses_id::text), '[]') from ledger_transactions t
-        where t.reverses_id = any(${texts(reverses)}::bigint[])) as reversed_ids
-      from (select coalesce(json_agg(json_build_array(id::text, balance::text, held_amount::text, last_seq::text)), '[]')
-              as accounts from locked) l`)
-  const row = rowsOf<{ accounts: unknown; now: string; existing_ids: unknown; reversed_ids: unknown }>(
-    result,
-  )[0]
-  if (!row) throw new Error('ledger: the lock query returned no row')
+       where id = any(${texts(ids)}::bigint[]) order by id for update),
+    state as materialized (
+      select coalesce(json_agg(json_build_array(l.id::text, l.balance::text, l.held_amount::text, l.last_seq::text)), '[]') as accounts,
+             count(*) as found, count(e.id) as matched, clock_timestamp() as now
+        from locked l
+        left join unnest(${texts(ids)}::bigint[], ${texts(want.map((s) => s?.balance ?? null))}::bigint[],
+                         ${texts(want.map((s) => s?.heldAmount ?? null))}::bigint[],
+                         ${texts(want.map((s) => s?.lastSeq ?? null))}::bigint[]) as e(id, balance, held, seq)
+          on e.id = l.id and e.balance = l.balance and e.held = l.held_amount and e.seq = l.last_seq),
+    prior as materialized (
+      select (select coalesce(json_agg(t.id::text), '[]') from ledger_transactions t
+               where t.idempotency_key = any(${texts(keys)}::text[])) as existing_ids,
+             (select coalesce(json_agg(t.reverses_id::text), '[]') from ledger_transactions t
+               where t.reverses_id = any(${texts(reverses)}::bigint[])) as reversed_ids),
+    go as materialized (
+      select s.now from state s, prior p
+       where ${guess !== null} and s.found = ${ids.length} and s.matched = s.found
+         and p.existing_ids::text = '[]' and p.reversed_ids::text = '[]'),
+    tx as (
+      insert into ledger_transactions (idempotency_key, request_hash, kind, description, metadata, reverses_id, posted_at)
+      select v.k, v.h, v.kind, v.d, v.m::jsonb, v.r::bigint, g.now
+        from go g, unnest(${texts(txs.map((p) => p.request.idempotencyKey))}::text[],
+                          ${texts(txs.map((p) => p.requestHash))}::text[],
+                          ${texts(txs.map((p) => p.request.kind))}::text[],
+                          ${texts(txs.map((p) => p.request.description ?? ''))}::text[],
+                          ${texts(txs.map((p) => JSON.stringify(p.request.metadata ?? {})))}::text[],
+                          ${texts(txs.map((p) => p.reversesId?.toString() ?? null))}::text[])
+                   with ordinality as v(k, h, kind, d, m, r, ord)
+       order by v.ord
+      returning id, idempotency_key),
+    en as (
+      insert into ledger_entries (transaction_id, account_id, direction, amount, unit, account_seq, balance_after, posted_at)
+      select t.id, v.a::bigint, v.d::entry_direction, v.amt::bigint, v.u, v.s::bigint, v.b::bigint, g.now
+        from go g, unnest(${texts(entries.map((e) => e.key))}::text[],
+                          ${texts(entries.map((e) => e.accountId))}::text[],
+                          ${texts(entries.map((e) => e.direction))}::text[],
+                          ${texts(entries.map((e) => e.amount))}::text[],
+                          ${texts(entries.map((e) => e.unit))}::text[],
+                          ${texts(entries.map((e) => e.accountSeq))}::text[],
+                          ${texts(entries.map((e) => e.balanceAfter))}::text[])
+                   with ordinality as v(k, a, d, amt, u, s, b, ord)
+        join tx t on t.idempotency_key = v.k
+       order by v.ord
+      returning id, account_id, account_seq)
+    select s.accounts, s.now::text as now, p.existing_ids, p.reversed_ids,
+           exists (select 1 from go) as written,
+           (select coalesce(json_agg(json_build_array(t.idempotency_key, t.id::text)), '[]') from tx t) as transaction_ids,
+           (select coalesce(json_agg(json_build_array(e.account_id::text, e.account_seq::text, e.id::text)), '[]') from en e) as entry_ids
+      from state s, prior p`
+}
+
+interface LockedRow {
+  accounts: unknown
+  now: string
+  existing_ids: unknown
+  reversed_ids: unknown
+  written: boolean
+  transaction_ids: unknown
+  entry_ids: unknown
+}
+
+function readLocked(
+  row: LockedRow | undefined,
+  ids: readonly bigint[],
+): Omit<Locked, 'existing'> & { existingIds: bigint[] } {
+  if (!row) throw new Error('ledger: the lock statement returned no row')
   const accounts = jsonList<[string, string, string, string]>(row.accounts)
   if (accounts.length !== ids.length)
     throw new LedgerError('UNKNOWN_ACCOUNT', 'an account of this batch does not exist')
-  const states = new Map<bigint, AccountState>(
+  const states = new Map<bigint, PlannedState>(
     accounts.map(([id, balance, held, lastSeq]) => [
       BigInt(id),
       { balance: BigInt(balance), heldAmount: BigInt(held), lastSeq: BigInt(lastSeq), heldChanged: false },
     ]),
   )
-  const existingIds = jsonList<string>(row.existing_ids).map((id) => BigInt(id))
-  const existing = new Map<string, { requestHash: string; transaction: PostedTransaction }>()
-  if (existingIds.length > 0) {
-    for (const found of await loadTransactions(tx, existingIds))
-      existing.set(found.transaction.idempotencyKey, found)
+  return {
+    states,
+    now: row.now,
+    existingIds: jsonList<string>(row.existing_ids).map((id) => BigInt(id)),
+    reversed: new Set(jsonList<string>(row.reversed_ids).map((id) => BigInt(id))),
+    written: row.written === true,
+    transactionIds: new Map(
+      jsonList<[string, string]>(row.transaction_ids).map(([k, id]) => [k, BigInt(id)]),
+    ),
+    entryIds: jsonList<[string, string, string]>(row.entry_ids).map(([account_id, account_seq, id]) => ({
+      account_id,
+      account_seq,
+      id,
+    })),
   }
-  const reversed = new Set(jsonList<string>(row.reversed_ids).map((id) => BigInt(id)))
-  return { states, now: row.now, existing, reversed }
 }
 
 /** json_agg comes back parsed from PGlite and as text from some drivers. */
@@ -198,16 +439,16 @@ function jsonList<T>(value: unknown): T[] {
   return (typeof value === 'string' ? JSON.parse(value) : value) as T[]
 }
 
-/** Applies a posting to the locked states, or returns why it is refused (states untouched then). */
+/** Applies a posting to the states, or returns why it is refused (states untouched then). */
 function apply(
   prepared: PreparedPosting,
-  states: Map<bigint, AccountState>,
+  states: Map<bigint, PlannedState>,
 ): Omit<PostedEntry, 'id'>[] | Error {
-  const scratch = new Map<bigint, AccountState>()
+  const scratch = new Map<bigint, PlannedState>()
   const stateOf = (id: bigint) => {
     let s = scratch.get(id)
     if (!s) {
-      s = { ...(states.get(id) as AccountState) }
+      s = { ...(states.get(id) as PlannedState) }
       scratch.set(id, s)
     }
     return s
@@ -265,7 +506,7 @@ function split(
   entry: EntryRequest,
   account: Account,
   route: Account,
-  stateOf: (id: bigint) => AccountState,
+  stateOf: (id: bigint) => PlannedState,
 ): [routed: bigint, direct: bigint] {
   const clamp = (v: bigint) => (v < 0n ? 0n : v > entry.amount ? entry.amount : v)
   if (entry.shortfallTo !== undefined) {
@@ -280,13 +521,48 @@ function split(
   return [repay, entry.amount - repay]
 }
 
-/** Inserts the accepted postings' transactions; returns them whole, entry ids still unset (0). */
+/** The accepted postings as posted transactions, entry ids still unset (0). */
+function toPosted(
+  accepted: readonly Accepted[],
+  ids: ReadonlyMap<string, bigint>,
+  now: string,
+): PostedTransaction[] {
+  return accepted.map(({ prepared: p, entries }) => {
+    const id = ids.get(p.request.idempotencyKey)
+    if (id === undefined)
+      throw new Error(`ledger: no id came back for transaction ${p.request.idempotencyKey}`)
+    return {
+      id,
+      idempotencyKey: p.request.idempotencyKey,
+      kind: p.request.kind,
+      description: p.request.description ?? '',
+      metadata: p.request.metadata ?? {},
+      reversesId: p.reversesId,
+      postedAt: now,
+      entries: entries.map((e) => ({ ...e, id: 0n })),
+    }
+  })
+}
+
+function setEntryIds(posted: PostedTransaction[], rows: readonly EntryIdRow[]): void {
+  const entryIdOf = new Map(rows.map((r) => [`${r.account_id}:${r.account_seq}`, BigInt(r.id)]))
+  for (const t of posted) {
+    for (const e of t.entries) {
+      const id = entryIdOf.get(`${e.accountId}:${e.accountSeq}`)
+      if (id === undefined)
+        throw new Error(`ledger: no id came back for entry ${e.accountId}:${e.accountSeq}`)
+      e.id = id
+    }
+  }
+}
+
+/** Inserts the accepted postings' transactions (slow path); returns their ids by idempotency key. */
 async function insertTransactions(
   tx: Tx,
   accepted: readonly Accepted[],
   now: string,
-): Promise<PostedTransaction[]> {
-  if (accepted.length === 0) return []
+): Promise<Map<string, bigint>> {
+  if (accepted.length === 0) return new Map()
   const requests = accepted.map((a) => a.prepared)
   const inserted = rowsOf<{ id: string; idempotency_key: string }>(
     await tx.execute(sql`
@@ -301,28 +577,18 @@ async function insertTransactions(
           as v(k, h, kind, d, m, r)
       returning id::text, idempotency_key`),
   )
-  const idByKey = new Map(inserted.map((r) => [r.idempotency_key, BigInt(r.id)]))
-  return accepted.map(({ prepared: p, entries }) => ({
-    id: idByKey.get(p.request.idempotencyKey) as bigint,
-    idempotencyKey: p.request.idempotencyKey,
-    kind: p.request.kind,
-    description: p.request.description ?? '',
-    metadata: p.request.metadata ?? {},
-    reversesId: p.reversesId,
-    postedAt: now,
-    entries: entries.map((e) => ({ ...e, id: 0n })),
-  }))
+  return new Map(inserted.map((r) => [r.idempotency_key, BigInt(r.id)]))
 }
 
 /**
- * Inserts every entry of the batch in one statement (the database's checks
- * run once per statement, and its trigger brings the accounts' cached
- * balances up to date), then sets the entries' ids on `posted`.
+ * Inserts every entry of the batch in one statement (slow path; the
+ * database's checks run once per statement, and its trigger brings the
+ * accounts' cached balances up to date).
  */
-async function insertEntries(tx: Tx, posted: PostedTransaction[]): Promise<void> {
-  if (posted.length === 0) return
+async function insertEntries(tx: Tx, posted: PostedTransaction[]): Promise<EntryIdRow[]> {
+  if (posted.length === 0) return []
   const entries = posted.flatMap((t) => t.entries.map((e) => ({ ...e, transactionId: t.id })))
-  const entryIds = rowsOf<{ id: string; account_id: string; account_seq: string }>(
+  return rowsOf<EntryIdRow>(
     await tx.execute(sql`
       insert into ledger_entries (transaction_id, account_id, direction, amount, unit, account_seq, balance_after, posted_at)
       select t::bigint, a::bigint, d::entry_direction, amt::bigint, u, s::bigint, b::bigint, ${(posted[0] as PostedTransaction).postedAt}::timestamptz
@@ -336,13 +602,10 @@ async function insertEntries(tx: Tx, posted: PostedTransaction[]): Promise<void>
           as v(t, a, d, amt, u, s, b)
       returning id::text, account_id::text, account_seq::text`),
   )
-  const entryIdOf = new Map(entryIds.map((r) => [`${r.account_id}:${r.account_seq}`, BigInt(r.id)]))
-  for (const t of posted)
-    for (const e of t.entries) e.id = entryIdOf.get(`${e.accountId}:${e.accountSeq}`) as bigint
 }
 
 /** Writes the held amounts this batch released (the balances are the database's to write). */
-async function updateHeldAmounts(tx: Tx, states: Map<bigint, AccountState>): Promise<void> {
+async function updateHeldAmounts(tx: Tx, states: Map<bigint, PlannedState>): Promise<void> {
   const changed = [...states].filter(([, s]) => s.heldChanged)
   if (changed.length === 0) return
   await tx.execute(sql`

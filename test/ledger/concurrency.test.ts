@@ -34,7 +34,7 @@ describe.skipIf(!onPostgres)('ledger under concurrent load (PostgreSQL)', () => 
   beforeAll(async () => {
     t = await createTestDatabase({ poolMax: 10 })
     second = await openDatabase(t.config)
-    ledgers = [new Ledger(t.database.db), new Ledger(second.db)]
+    ledgers = [new Ledger(t.database), new Ledger(second)]
   })
   afterAll(async () => {
     await second?.close()

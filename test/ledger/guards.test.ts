@@ -21,7 +21,7 @@ const bob = creatorEarnings('00000000-0000-4000-8000-0000000000b1')
 
 beforeAll(async () => {
   t = await createTestDatabase()
-  ledger = new Ledger(t.database.db, { concurrency: 1 })
+  ledger = new Ledger(t.database, { concurrency: 1 })
   await ledger.post({
     idempotencyKey: 'fund',
     kind: 'recharge',

@@ -18,10 +18,19 @@ import { createTestDatabase, type TestDatabase } from '../support/db.js'
 
 let t: TestDatabase
 let ledger: Ledger
+/**
+ * A second engine on the same database, as another instance would be: what
+ * it posts makes the first one's expectations of the accounts stale (and the
+ * other way round), so batches take both the fast and the slow path.
+ */
+let peer: Ledger
 
 beforeAll(async () => {
   t = await createTestDatabase()
-  ledger = new Ledger(t.database.db, { concurrency: 1 })
+  // contendedAccountMs 0: an engine that finds its expectations stale plans
+  // on them again at once (both paths, all the time).
+  ledger = new Ledger(t.database, { concurrency: 1, contendedAccountMs: 0 })
+  peer = new Ledger(t.database, { concurrency: 1, contendedAccountMs: 0 })
 })
 afterAll(() => t.drop())
 
@@ -161,13 +170,15 @@ class PostCmd extends Cmd {
   constructor(
     readonly keyIndex: number,
     readonly entries: ModelEntry[],
+    readonly viaPeer = false,
   ) {
     super()
   }
   check() {
     return true
   }
-  async act(model: Model, real: Real) {
+  async act(model: Model, engine: Real) {
+    const real = this.viaPeer ? peer : engine
     const key = `${model.run}:post:${this.keyIndex}`
     const request: PostingRequest = {
       idempotencyKey: key,
@@ -194,7 +205,7 @@ class PostCmd extends Cmd {
     model.keys.set(key, content(this.entries))
     model.posted.push({ key, id: transaction.id, entries: applied.effective, reversed: false })
   }
-  override toString = () => `post(${this.keyIndex}, ${content(this.entries)})`
+  override toString = () => `post(${this.keyIndex}, ${content(this.entries)}${this.viaPeer ? ', peer' : ''})`
 }
 
 class UnbalancedCmd extends Cmd {
@@ -224,13 +235,15 @@ class ReverseCmd extends Cmd {
   constructor(
     readonly pick: number,
     readonly keyIndex: number,
+    readonly viaPeer = false,
   ) {
     super()
   }
   check(model: Readonly<Model>) {
     return model.posted.length > 0
   }
-  async act(model: Model, real: Real) {
+  async act(model: Model, engine: Real) {
+    const real = this.viaPeer ? peer : engine
     const original = model.posted[this.pick % model.posted.length] as Model['posted'][number]
     const key = `${model.run}:reverse:${this.keyIndex}`
     const mirror = original.entries.map((e) => ({
@@ -255,7 +268,7 @@ class ReverseCmd extends Cmd {
     original.reversed = true
     model.posted.push({ key, id: transaction.id, entries: mirror, reversed: false })
   }
-  override toString = () => `reverse(${this.pick}, ${this.keyIndex})`
+  override toString = () => `reverse(${this.pick}, ${this.keyIndex}${this.viaPeer ? ', peer' : ''})`
 }
 
 const FUTURE = new Date(Date.now() + 3_600_000)
@@ -414,11 +427,11 @@ const repayArb = fc
   ])
 
 const commands = [
-  fc.tuple(fc.nat(5), fc.oneof(clawbackArb, repayArb)).map(([k, e]) => new PostCmd(k, e)),
-  fc.tuple(fc.nat(5), entriesArb).map(([k, e]) => new PostCmd(k, e)),
-  fc.tuple(fc.nat(5), entriesArb).map(([k, e]) => new PostCmd(k, e)),
+  fc.tuple(fc.nat(5), fc.oneof(clawbackArb, repayArb), fc.boolean()).map(([k, e, p]) => new PostCmd(k, e, p)),
+  fc.tuple(fc.nat(5), entriesArb, fc.boolean()).map(([k, e, p]) => new PostCmd(k, e, p)),
+  fc.tuple(fc.nat(5), entriesArb, fc.boolean()).map(([k, e, p]) => new PostCmd(k, e, p)),
   amountArb.map((a) => new UnbalancedCmd(a)),
-  fc.tuple(fc.nat(), fc.nat(3)).map(([p, k]) => new ReverseCmd(p, k)),
+  fc.tuple(fc.nat(), fc.nat(3), fc.boolean()).map(([p, k, v]) => new ReverseCmd(p, k, v)),
   fc
     .tuple(fc.nat(3), fc.constantFrom(...ACCOUNTS.map((a) => a.name)), fc.nat(), amountArb, fc.boolean())
     .map(([k, a, c, amount, expired]) => new HoldCmd(k, a, c, amount, expired)),
@@ -484,6 +497,18 @@ describe('ledger against an in-memory model', () => {
     ]) {
       expect(stats.get(name) ?? 0, name).toBeGreaterThan(0)
     }
-    if (process.env.FC_VERBOSE) console.log(Object.fromEntries(stats), Object.fromEntries(outcomes))
+    // Both engines wrote batches on their expectations and, when the other
+    // had moved the accounts, planned them again under the locks.
+    for (const engine of [ledger, peer]) {
+      expect(engine.expectations.held).toBeGreaterThan(0)
+      expect(engine.expectations.stale).toBeGreaterThan(0)
+    }
+    if (process.env.FC_VERBOSE)
+      console.log(
+        Object.fromEntries(stats),
+        Object.fromEntries(outcomes),
+        ledger.expectations,
+        peer.expectations,
+      )
   }, 300_000)
 })

@@ -14,7 +14,7 @@ let ledger: Ledger
 
 beforeAll(async () => {
   t = await createTestDatabase()
-  ledger = new Ledger(t.database.db, { concurrency: 1 })
+  ledger = new Ledger(t.database, { concurrency: 1 })
 })
 afterAll(() => t.drop())
 
