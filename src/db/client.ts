@@ -23,11 +23,7 @@ export type DbOrTx = Db | Tx
  * A statement that fails aborts the transaction (the COMMIT then rolls it
  * back) and its error is thrown. Returns each statement's rows.
  */
-export type OneTrip = (
-  statements: readonly SQL[],
-  /** Called with the statements' rows as soon as they are in, while the COMMIT may still be running. */
-  onAnswered?: (rows: Record<string, unknown>[][]) => void,
-) => Promise<Record<string, unknown>[][]>
+export type OneTrip = (statements: readonly SQL[]) => Promise<Record<string, unknown>[][]>
 
 export interface Database {
   readonly kind: 'postgres' | 'pglite'
@@ -176,59 +172,87 @@ function openPostgres(url: string, poolMax: number, logger?: DrizzleLogger): Dat
   countCalls(client, 'unsafe', pool, 'statements')
   countCalls(client, 'begin', pool, 'transactions')
   const db = drizzlePostgres({ client, relations, logger }) as unknown as Db
+  const writer = new OneTripConnection(client, pool, logger)
   return {
     kind: 'postgres',
     db,
     pool,
-    oneTrip: (statements, onAnswered) => oneTrip(client, pool, statements, onAnswered, logger),
+    oneTrip: writer.run,
     ping: () => pingDb(db),
-    close: () => client.end({ timeout: 5 }),
+    close: () => {
+      writer.close()
+      return client.end({ timeout: 5 })
+    },
   }
 }
 
 const dialect = new PgDialect()
 
-async function oneTrip(
-  client: postgres.Sql,
-  pool: PoolUse,
-  statements: readonly SQL[],
-  onAnswered: ((rows: Record<string, unknown>[][]) => void) | undefined,
-  logger?: DrizzleLogger,
-): Promise<Record<string, unknown>[][]> {
-  pool.transactions++
-  pool.transactionsStarted++
-  let reserved: postgres.ReservedSql | undefined
-  try {
-    reserved = await client.reserve()
-    const connection = reserved
-    const queries = [
-      connection.unsafe('begin'),
-      ...statements.map((statement) => {
-        const query = dialect.sqlToQuery(statement)
-        logger?.logQuery(query.sql, query.params)
-        return connection.unsafe(query.sql, query.params as postgres.ParameterOrJSON<never>[], {
-          prepare: true,
-        })
-      }),
-      connection.unsafe('commit'),
-    ]
-    // Sent now, in this order, without waiting for any answer (a reserved
-    // connection pipelines what it is given).
-    for (const query of queries) query.execute()
-    const answered = Promise.all(queries.slice(1, -1)).then((results) => results.map((rows) => [...rows]))
-    if (onAnswered) answered.then(onAnswered, () => {})
-    const settled = await Promise.allSettled(queries)
-    const failed = settled.find((r) => r.status === 'rejected')
-    if (failed) {
-      // The COMMIT rolled back an aborted transaction; should anything have
-      // kept one open, it ends here, before the connection is reused.
-      await connection.unsafe('rollback').catch(() => {})
-      throw failed.reason
+/**
+ * The one-trip transactions' connection, kept reserved: a trip sent while
+ * earlier ones are running is pipelined behind them on it, so PostgreSQL runs
+ * them back to back in the order they were sent. (The ledger plans a batch on
+ * what the batch before it will leave: in that order, its plans hold. On
+ * separate connections, two sent together could take the locks in either
+ * order.) A connection that fails is dropped; the next trip reserves another.
+ */
+class OneTripConnection {
+  private connection: Promise<postgres.ReservedSql> | undefined
+
+  constructor(
+    private readonly client: postgres.Sql,
+    private readonly pool: PoolUse,
+    private readonly logger?: DrizzleLogger,
+  ) {}
+
+  run: OneTrip = async (statements) => {
+    this.pool.transactions++
+    this.pool.transactionsStarted++
+    const reserving = (this.connection ??= this.client.reserve())
+    try {
+      const connection = await reserving
+      const queries = [
+        connection.unsafe('begin'),
+        ...statements.map((statement) => {
+          const query = dialect.sqlToQuery(statement)
+          this.logger?.logQuery(query.sql, query.params)
+          return connection.unsafe(query.sql, query.params as postgres.ParameterOrJSON<never>[], {
+            prepare: true,
+          })
+        }),
+        connection.unsafe('commit'),
+      ]
+      // Sent now, in this order, without waiting for any answer.
+      for (const query of queries) query.execute()
+      const settled = await Promise.allSettled(queries)
+      const failed = settled.find((r) => r.status === 'rejected')
+      if (failed) {
+        if (isDatabaseUnavailable(failed.reason)) this.drop(reserving)
+        // Otherwise the COMMIT rolled the aborted transaction back.
+        throw failed.reason
+      }
+      return settled
+        .slice(1, -1)
+        .map((r) => [...(r as PromiseFulfilledResult<postgres.RowList<Record<string, unknown>[]>>).value])
+    } catch (error) {
+      if (isDatabaseUnavailable(error)) this.drop(reserving)
+      throw error
+    } finally {
+      this.pool.transactions--
     }
-    return await answered
-  } finally {
-    reserved?.release()
-    pool.transactions--
+  }
+
+  close(): void {
+    if (this.connection) this.drop(this.connection)
+  }
+
+  private drop(reserving: Promise<postgres.ReservedSql>): void {
+    if (this.connection !== reserving) return
+    this.connection = undefined
+    reserving.then(
+      (connection) => connection.release(),
+      () => {},
+    )
   }
 }
 

@@ -12,6 +12,7 @@ import {
   type Settled,
   userCoinDebt,
 } from '../ledger/index.js'
+import type { Ticket } from '../ledger/state-cache.js'
 import { inTransaction } from '../ledger/tx.js'
 import { StaleFactsError } from './facts.js'
 import type { GiftSplit } from './split.js'
@@ -71,7 +72,26 @@ export function writeGiftBatch(
   limits: GiftLimits,
   batch: PendingGift[],
 ): Promise<BatchResult> {
-  return inTransaction(db, (tx) => giftBatch(tx, batch, ledger, limits))
+  return withTicket(ledger, batch, (ticket) =>
+    inTransaction(db, (tx) => giftBatch(tx, batch, ledger, limits, ticket)),
+  )
+}
+
+/** The batch's place among the ledger's batches in flight, from before its transaction to after its end. */
+async function withTicket<T>(
+  ledger: Ledger,
+  batch: PendingGift[],
+  work: (ticket: Ticket) => Promise<T>,
+): Promise<T> {
+  const ticket = await ledger.enter(batch.map((g) => g.posting))
+  try {
+    return await work(ticket)
+  } catch (error) {
+    ticket.taint()
+    throw error
+  } finally {
+    ticket.end()
+  }
 }
 
 async function giftBatch(
@@ -79,6 +99,7 @@ async function giftBatch(
   batch: PendingGift[],
   ledger: Ledger,
   limits: GiftLimits,
+  ticket: Ticket,
 ): Promise<BatchResult> {
   const outcomes: (Settled<BatchOutcome> | undefined)[] = new Array(batch.length)
   // One round trip: the statements go out together, before any answer, and
@@ -112,6 +133,7 @@ async function giftBatch(
   const posted = await ledger.postInTx(
     tx,
     candidates.map((i) => (batch[i] as PendingGift).posting),
+    ticket,
   )
   const fresh: { index: number; result: PostingResult }[] = []
   const replayedIds: { index: number; transactionId: bigint }[] = []

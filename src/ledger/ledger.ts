@@ -8,13 +8,15 @@ import { invalid, LedgerError } from './errors.js'
 import { createHoldInTx, type PostHoldOptions, postHoldInTx, releaseHoldInTx, validateHold } from './holds.js'
 import { checkIntegrity, type IntegrityReport } from './integrity.js'
 import {
+  accountIdsOf,
   loadTransactions,
+  mayGuess,
   type PreparedPosting,
   postBatchInOneTrip,
   postBatchInTx,
   type Settled,
 } from './posting.js'
-import { AccountStates } from './state-cache.js'
+import { AccountStates, type Ticket } from './state-cache.js'
 import { inTransaction } from './tx.js'
 import type {
   Account,
@@ -124,8 +126,19 @@ export class Ledger {
    * capability that writes its own rows with them (all or nothing). The
    * caller's transaction must not have touched ledger accounts before.
    */
-  postInTx(tx: Tx, batch: readonly PreparedPosting[]): Promise<Settled<PostingResult>[]> {
-    return postBatchInTx(tx, batch, {}, this.known)
+  postInTx(tx: Tx, batch: readonly PreparedPosting[], ticket?: Ticket): Promise<Settled<PostingResult>[]> {
+    return postBatchInTx(tx, batch, {}, this.known, ticket)
+  }
+
+  /**
+   * For a capability that posts inside its own transaction (postInTx) at a
+   * high rate: the postings' place among the batches in flight, entered
+   * before its transaction begins and ended (ticket.end) after it committed
+   * or rolled back, so that no batch is planned on what it leaves before that
+   * is known. `postings` may be a superset of what it then posts.
+   */
+  enter(postings: readonly PreparedPosting[]): Promise<Ticket> {
+    return this.known.enter(accountIdsOf(postings), mayGuess(postings))
   }
 
   /** Posts the mirror image of a transaction, linked to it. A transaction is reversed at most once. */
@@ -329,11 +342,19 @@ export class Ledger {
   }
 
   private async writeBatch(batch: PreparedPosting[]): Promise<Settled<PostingResult>[]> {
-    const results =
-      (this.oneTrip && (await postBatchInOneTrip(this.db, this.oneTrip, batch, this.known))) ||
-      (await inTransaction(this.db, (tx) => postBatchInTx(tx, batch, {}, this.known)))
-    this.notifyCommitted(results.flatMap((r) => (r.ok && !r.value.replayed ? [r.value.transaction] : [])))
-    return results
+    const ticket = await this.known.enter(accountIdsOf(batch), mayGuess(batch))
+    try {
+      const results =
+        (this.oneTrip && (await postBatchInOneTrip(this.db, this.oneTrip, batch, this.known, ticket))) ||
+        (await inTransaction(this.db, (tx) => postBatchInTx(tx, batch, {}, this.known, ticket)))
+      this.notifyCommitted(results.flatMap((r) => (r.ok && !r.value.replayed ? [r.value.transaction] : [])))
+      return results
+    } catch (error) {
+      ticket.taint()
+      throw error
+    } finally {
+      ticket.end()
+    }
   }
 
   /**

@@ -1,9 +1,9 @@
 import { and, eq, inArray, type SQL, sql } from 'drizzle-orm'
-import type { Db, OneTrip, Tx } from '../db/client.js'
+import type { Db, DbOrTx, OneTrip, Tx } from '../db/client.js'
 import { rowsOf } from '../db/rows.js'
 import { ledgerAccounts, ledgerEntries, ledgerTransactions } from '../db/schema.js'
 import { IdempotencyConflictError, InsufficientFundsError, LedgerError } from './errors.js'
-import type { AccountState, AccountStates } from './state-cache.js'
+import type { AccountState, AccountStates, Ticket } from './state-cache.js'
 import type {
   Account,
   Direction,
@@ -85,49 +85,87 @@ interface Plan {
   states: Map<bigint, PlannedState>
 }
 
+/**
+ * Posts a batch inside the caller's transaction. With `known`, the batch is
+ * planned on the engine's expectations when it may (see AccountStates); the
+ * caller passes the batch's ticket if it entered it already (Ledger.writeBatch),
+ * otherwise the batch enters and leaves here.
+ */
 export async function postBatchInTx(
   tx: Tx,
   batch: readonly PreparedPosting[],
   hooks: BatchHooks = {},
   known?: AccountStates,
+  entered?: Ticket,
 ): Promise<Settled<PostingResult>[]> {
   const ids = accountIdsOf(batch)
-  const fast = known !== undefined && !hooks.beforeEntries && !batch.some((p) => p.releases?.length)
-  const decided = fast ? await known.claim(ids) : null
+  const ticket =
+    entered ?? (known ? await known.enter(ids, mayGuess(batch) && !hooks.beforeEntries) : undefined)
   let plan: Plan
   let posted: PostedTransaction[]
   try {
-    const expected = decided && known ? await known.expect(tx, ids) : null
-    const guess = expected && planBatch(batch, planned(expected), new Map(), new Set())
-    // Remembered before the statement: the next batch on these accounts plans
-    // on it once this one's statement has returned (claim), that is, while
-    // this one commits.
-    if (guess) known?.remember(guess.states)
+    // Remembered before the statement: a batch planned while this one is in
+    // flight plans on what this one will leave.
+    const { expected, guess } =
+      known && ticket?.guessing ? await expectAndPlan(tx, known, ids, batch) : { expected: null, guess: null }
     const locked = await lockAndWrite(tx, ids, batch, expected, guess)
     if (guess && locked.written) {
       plan = guess
       posted = toPosted(plan.accepted, locked.transactionIds, locked.now)
       setEntryIds(posted, locked.entryIds)
     } else {
-      if (guess && expected) known?.contradicted(expected, locked.states)
+      if (guess && expected) stale(known as AccountStates, ticket as Ticket, expected, locked.states)
       plan = planBatch(batch, locked.states, locked.existing, locked.reversed)
-      known?.remember(plan.states)
-      decided?.()
       posted = toPosted(plan.accepted, await insertTransactions(tx, plan.accepted, locked.now), locked.now)
       if (hooks.beforeEntries && posted.length > 0) await hooks.beforeEntries(tx, posted)
       // Released holds first: the accounts' check (balance >= held) holds after every statement.
       await updateHeldAmounts(tx, plan.states)
       setEntryIds(posted, await insertEntries(tx, posted))
     }
-    if (known && guess) known.expectations[plan === guess ? 'held' : 'stale']++
+    if (known && guess && plan === guess) known.expectations.held++
   } catch (error) {
-    known?.forget(ids)
+    ticket?.taint()
     throw error
   } finally {
-    decided?.()
+    if (!entered) ticket?.end()
   }
 
   return settle(batch, plan, posted)
+}
+
+/** Expects, plans and remembers the plan's states, one batch at a time. */
+function expectAndPlan(
+  db: DbOrTx,
+  known: AccountStates,
+  ids: readonly bigint[],
+  batch: readonly PreparedPosting[],
+): Promise<{ expected: Map<bigint, AccountState> | null; guess: Plan | null }> {
+  return known.exclusive(async () => {
+    const expected = await known.expect(db, ids)
+    if (!expected) return { expected, guess: null }
+    const guess = planBatch(batch, planned(expected), new Map(), new Set())
+    known.remember(guess.states)
+    return { expected, guess }
+  })
+}
+
+/** A batch that settles holds writes held amounts: it is planned under the locks. */
+export function mayGuess(batch: readonly PreparedPosting[]): boolean {
+  return !batch.some((p) => p.releases?.length)
+}
+
+/** The locked rows contradicted the batch's expectations. */
+function stale(
+  known: AccountStates,
+  ticket: Ticket,
+  expected: ReadonlyMap<bigint, AccountState>,
+  actual: ReadonlyMap<bigint, AccountState>,
+): void {
+  known.expectations.stale++
+  // A batch this one was planned on failed: explained. Otherwise another
+  // writer moved the accounts, and will again.
+  if (!ticket.overtaken()) known.contradicted(expected, actual)
+  ticket.taint()
 }
 
 /** Every posting's outcome: the accepted ones posted, twins as their first, the rest as planned. */
@@ -157,57 +195,47 @@ function settle(
  * the lock-and-write statement, COMMIT; PostgreSQL): the hot accounts are
  * locked for the statement and the commit, with no answer to wait for in
  * between. Returns null when the batch must take the usual way instead
- * (postBatchInTx): it settles a hold, an expectation was wrong (nothing was
- * written), or the trip failed (nothing was committed).
+ * (postBatchInTx, with the same ticket): an expectation was wrong (nothing
+ * was written), or the trip failed (nothing was committed).
  */
 export async function postBatchInOneTrip(
   db: Db,
   oneTrip: OneTrip,
   batch: readonly PreparedPosting[],
   known: AccountStates,
+  ticket: Ticket,
 ): Promise<Settled<PostingResult>[] | null> {
-  if (batch.some((p) => p.releases?.length)) return null
+  if (!ticket.guessing) return null
   const ids = accountIdsOf(batch)
-  const decided = await known.claim(ids)
-  if (!decided) return null
   let locked: ReturnType<typeof readLocked>
   let guess: Plan
+  let expected: Map<bigint, AccountState> | null
   try {
-    const expected = await known.expect(db, ids)
-    if (!expected) {
-      decided()
+    const planned = await expectAndPlan(db, known, ids, batch)
+    if (!planned.expected || !planned.guess) {
+      ticket.taint()
       return null
     }
-    guess = planBatch(batch, planned(expected), new Map(), new Set())
-    known.remember(guess.states)
-    const statement = lockAndWriteSql(ids, batch, expected, guess)
-    const [rows] = await oneTrip([statement], ([answer]) => {
-      // The plan held or not: the next batch on these accounts may plan
-      // (on the states remembered) while this one commits.
-      try {
-        const early = readLocked(answer?.[0] as LockedRow | undefined, ids)
-        if (!early.written) known.contradicted(expected, early.states)
-      } catch {
-        known.forget(ids)
-      }
-      decided()
-    })
+    expected = planned.expected
+    guess = planned.guess
+    const [rows] = await oneTrip([lockAndWriteSql(ids, batch, expected, guess)])
     locked = readLocked(rows?.[0] as LockedRow | undefined, ids)
   } catch {
     // Nothing was committed: the usual way will tell what went wrong.
-    known.forget(ids)
-    decided()
+    ticket.taint()
     return null
   }
-  decided()
-  known.expectations[locked.written ? 'held' : 'stale']++
-  if (!locked.written) return null
+  if (!locked.written) {
+    stale(known, ticket, expected, locked.states)
+    return null
+  }
+  known.expectations.held++
   const posted = toPosted(guess.accepted, locked.transactionIds, locked.now)
   setEntryIds(posted, locked.entryIds)
   return settle(batch, guess, posted)
 }
 
-function accountIdsOf(batch: readonly PreparedPosting[]): bigint[] {
+export function accountIdsOf(batch: readonly PreparedPosting[]): bigint[] {
   return [
     ...new Set(batch.flatMap((p) => [...p.accounts, ...(p.routes ?? [])].flatMap((a) => (a ? [a.id] : [])))),
   ].sort((a, b) => (a < b ? -1 : 1))

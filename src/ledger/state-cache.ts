@@ -3,6 +3,18 @@ import type { DbOrTx } from '../db/client.js'
 import { rowsOf } from '../db/rows.js'
 
 /** What the engine needs of an account to apply postings to it: its row's moving parts. */
+/** A batch's place among those in flight on its accounts (AccountStates.enter). */
+export interface Ticket {
+  /** The batch may be planned on expectations (false once tainted). */
+  readonly guessing: boolean
+  /** Another batch's failure tainted one of these accounts since this one entered. */
+  overtaken(): boolean
+  /** The batch's plan did not hold, or it failed: its accounts are read afresh once nothing is in flight on them. */
+  taint(): void
+  /** The batch is committed, or nothing of it will be. */
+  end(): void
+}
+
 export interface AccountState {
   balance: bigint
   heldAmount: bigint
@@ -29,8 +41,14 @@ export interface AccountState {
  */
 export class AccountStates {
   private readonly states = new Map<bigint, AccountState>()
-  /** Per account, the batch planned on it whose statement has not yet told whether its plan held. */
-  private readonly deciding = new Map<bigint, Promise<void>>()
+  /** Expecting and planning, one batch at a time (see exclusive). */
+  private planning: Promise<unknown> = Promise.resolve()
+  /** Per account: batches in flight on it (entered, not yet ended). */
+  private readonly inflight = new Map<bigint, number>()
+  /** Tainted accounts: resolved once no batch is in flight on them. */
+  private readonly drains = new Map<bigint, { promise: Promise<void>; resolve: () => void }>()
+  /** Per account: how many times it was tainted (a batch's failure is explained if it changed meanwhile). */
+  private readonly epochs = new Map<bigint, number>()
   /** Accounts found moved by someone else: until then, batches on them are planned under the locks. */
   private readonly contendedUntil = new Map<bigint, number>()
   /**
@@ -56,38 +74,92 @@ export class AccountStates {
   }
 
   /**
-   * Waits until every batch of this process planned on these accounts has
-   * learnt whether its plan held (its lock statement returned), then marks
-   * the accounts as the caller's until it calls the returned function. A
-   * batch planned while another is in flight on the same accounts then
-   * expects what that one actually leaves, not what it hoped to: otherwise one
-   * stale expectation would send every overlapping batch after it down the
-   * slow path. Returns null after `patienceMs` (the caller plans under the
-   * locks instead): a wait in this process is invisible to the database's
-   * deadlock detector, so it is never unbounded.
+   * A batch enters before it plans and leaves (ticket.end) once it is
+   * committed or nothing of it will be. It may be planned on expectations
+   * (`ticket.guessing`) unless one of its accounts is contended, or tainted:
+   * then it waits, at most `patienceMs`, for the batches in flight on the
+   * tainted accounts to be done (their rows are read afresh after), or is
+   * planned under the locks.
+   *
+   * Batches in flight on the same accounts are planned one on another's plan
+   * (remembered before its statement is sent): a batch does not wait for the
+   * one before it to be answered. If that one's plan does not hold, the ones
+   * planned on it are doomed too (their statements find the rows otherwise
+   * and write nothing); the accounts are tainted until all of them are done,
+   * so no batch is planned on a plan that failed. A wait here is invisible to
+   * the database's deadlock detector, so it is never unbounded.
    */
-  async claim(ids: readonly bigint[], patienceMs = 1_000): Promise<(() => void) | null> {
+  async enter(ids: readonly bigint[], wantsGuess: boolean, patienceMs = 1_000): Promise<Ticket> {
+    let guessing = wantsGuess
     const deadline = Date.now() + patienceMs
-    for (;;) {
-      const pending = [...new Set(ids.flatMap((id) => this.deciding.get(id) ?? []))]
-      if (pending.length === 0) break
-      const left = deadline - Date.now()
-      if (left <= 0) return null
+    while (guessing) {
+      const now = Date.now()
+      if (ids.some((id) => (this.contendedUntil.get(id) ?? 0) > now)) guessing = false
+      const waits = [...new Set(ids.flatMap((id) => this.drains.get(id)?.promise ?? []))]
+      if (!guessing || waits.length === 0) break
+      const left = deadline - now
+      if (left <= 0) {
+        guessing = false
+        break
+      }
       let timer: NodeJS.Timeout | undefined
-      const timeout = new Promise<void>((resolve) => {
-        timer = setTimeout(resolve, left)
-      })
-      await Promise.race([Promise.all(pending), timeout])
+      await Promise.race([
+        Promise.all(waits),
+        new Promise<void>((resolve) => {
+          timer = setTimeout(resolve, left)
+        }),
+      ])
       clearTimeout(timer)
     }
-    let decided = () => {}
-    const mine = new Promise<void>((resolve) => {
-      decided = resolve
-    })
-    for (const id of ids) this.deciding.set(id, mine)
-    return () => {
-      for (const id of ids) if (this.deciding.get(id) === mine) this.deciding.delete(id)
-      decided()
+    for (const id of ids) this.inflight.set(id, (this.inflight.get(id) ?? 0) + 1)
+    const epochs = ids.map((id) => this.epochs.get(id) ?? 0)
+    // A batch planned under the locks leaves what no one here can foresee.
+    if (!guessing) this.taint(ids)
+    let tainted = !guessing
+    let ended = false
+    return {
+      get guessing() {
+        return !tainted
+      },
+      overtaken: () => ids.some((id, i) => (this.epochs.get(id) ?? 0) !== epochs[i]),
+      taint: () => {
+        if (tainted) return
+        tainted = true
+        this.taint(ids)
+      },
+      end: () => {
+        if (ended) return
+        ended = true
+        for (const id of ids) {
+          const left = (this.inflight.get(id) ?? 1) - 1
+          if (left > 0) {
+            this.inflight.set(id, left)
+            continue
+          }
+          this.inflight.delete(id)
+          const drain = this.drains.get(id)
+          if (drain) {
+            // Nothing in flight on it any more: its row is read afresh next time.
+            this.drains.delete(id)
+            this.states.delete(id)
+            drain.resolve()
+          }
+        }
+      },
+    }
+  }
+
+  private taint(ids: readonly bigint[]): void {
+    for (const id of ids) {
+      this.epochs.set(id, (this.epochs.get(id) ?? 0) + 1)
+      this.states.delete(id)
+      if (!this.drains.has(id)) {
+        let resolve = () => {}
+        const promise = new Promise<void>((r) => {
+          resolve = r
+        })
+        this.drains.set(id, { promise, resolve })
+      }
     }
   }
 
@@ -97,13 +169,6 @@ export class AccountStates {
    * when an account does not exist (the lock statement reports it).
    */
   async expect(tx: DbOrTx, ids: readonly bigint[]): Promise<Map<bigint, AccountState> | null> {
-    const now = Date.now()
-    for (const id of ids) {
-      const until = this.contendedUntil.get(id)
-      if (until === undefined) continue
-      if (until > now) return null
-      this.contendedUntil.delete(id)
-    }
     const expected = new Map<bigint, AccountState>()
     const missing: bigint[] = []
     for (const id of ids) {
@@ -129,6 +194,17 @@ export class AccountStates {
     return expected
   }
 
+  /**
+   * Runs `work` (expect, plan, remember) when no other batch's is running:
+   * a batch whose expectations need a read must not be overtaken by one that
+   * plans on the same unread rows.
+   */
+  exclusive<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.planning.then(work)
+    this.planning = run.catch(() => {})
+    return run
+  }
+
   /** Remembers the state a batch leaves its accounts in (expected to commit; checked when next used). */
   remember(states: ReadonlyMap<bigint, AccountState>): void {
     for (const [id, s] of states) {
@@ -142,17 +218,24 @@ export class AccountStates {
   }
 
   /**
-   * The locked rows contradicted these expectations: the rows are remembered,
-   * and the accounts that differ are left to the slow path for a while.
+   * The locked rows contradicted a batch's expectations, and no failure of
+   * this process explains it (another writer moved the accounts): the
+   * accounts that differ are planned under the locks for a while.
    */
   contradicted(expected: ReadonlyMap<bigint, AccountState>, actual: ReadonlyMap<bigint, AccountState>): void {
     const until = Date.now() + this.contendedMs
     for (const [id, a] of actual) {
       const e = expected.get(id)
-      if (!e || e.balance !== a.balance || e.heldAmount !== a.heldAmount || e.lastSeq !== a.lastSeq)
+      // A row behind the expectation is this process's own doing: a batch
+      // planned before has not landed yet (or failed). Only another writer
+      // moves a row to or past it otherwise.
+      if (
+        !e ||
+        (a.lastSeq >= e.lastSeq &&
+          (a.balance !== e.balance || a.heldAmount !== e.heldAmount || a.lastSeq !== e.lastSeq))
+      )
         this.contendedUntil.set(id, until)
     }
-    this.remember(actual)
   }
 
   /** Drops what is known of these accounts (a batch on them failed). */

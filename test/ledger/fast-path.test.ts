@@ -129,12 +129,12 @@ describe.skipIf(!onPostgres)('the one-round-trip transaction (PostgreSQL)', () =
       const { transaction, replayed } = await gift(ledger, 100n)
       expect(replayed).toBe(false)
       expect(transaction.entries[0]?.balanceAfter).toBe(balance - 100n)
-      // The trip failed (attempt 1), the usual way wrote the batch (attempt 2).
+      // The trip failed (attempt 1); the usual way, planned under the locks, wrote the batch.
       const [attempts] = rowsOf<{ n: string }>(
         await db.execute(sql`select last_value::text as n from fast_path_attempts`),
       )
-      expect(attempts?.n).toBe('2')
-      expect(ledger.expectations.held - before.held).toBe(1)
+      expect(Number(attempts?.n)).toBeGreaterThanOrEqual(2)
+      expect(ledger.expectations).toEqual(before)
       // No pooled connection was left inside a transaction.
       const [open] = rowsOf<{ n: number }>(
         await db.execute(sql`
@@ -142,7 +142,9 @@ describe.skipIf(!onPostgres)('the one-round-trip transaction (PostgreSQL)', () =
            where datname = current_database() and state like 'idle in transaction%'`),
       )
       expect(open?.n).toBe(0)
+      // The accounts are read afresh: the next batch is written on expectations again.
       await gift(ledger, 100n)
+      expect(ledger.expectations.held - before.held).toBe(1)
       expect((await ledger.balance(wallet)).balance).toBe(balance - 200n)
     } finally {
       await db.execute(sql`drop trigger fast_path_fail_once on ledger_entries`)
