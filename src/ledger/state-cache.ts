@@ -2,7 +2,6 @@ import { sql } from 'drizzle-orm'
 import type { DbOrTx } from '../db/client.js'
 import { rowsOf } from '../db/rows.js'
 
-/** What the engine needs of an account to apply postings to it: its row's moving parts. */
 /** A batch's place among those in flight on its accounts (AccountStates.enter). */
 export interface Ticket {
   /** The batch may be planned on expectations (false once tainted). */
@@ -15,6 +14,7 @@ export interface Ticket {
   end(): void
 }
 
+/** What the engine needs of an account to apply postings to it: its row's moving parts. */
 export interface AccountState {
   balance: bigint
   heldAmount: bigint
@@ -32,10 +32,10 @@ export interface AccountState {
  *
  * An expectation is never trusted: the statement compares it with the locked
  * row, and a stale one (another process or session moved the account, a
- * batch planned on it rolled back) only costs that batch the slow path, which
- * plans again on the rows it locked and refreshes the expectations. So there
- * is no invalidation to get right, and a wrong entry here cannot reach the
- * books (the database's own checks stand behind it as well).
+ * batch planned on it failed) only costs that batch the slow path, which
+ * plans again on the rows it locked; its accounts are tainted and read afresh
+ * once nothing is in flight on them (enter). A wrong entry here cannot reach
+ * the books (the database's own checks stand behind it as well).
  *
  * Bounded: the least recently used accounts are dropped beyond `capacity`.
  */
