@@ -208,7 +208,8 @@ class OneTripConnection {
   run: OneTrip = async (statements) => {
     this.pool.transactions++
     this.pool.transactionsStarted++
-    const reserving = (this.connection ??= this.client.reserve())
+    if (!this.connection) this.connection = this.client.reserve()
+    const reserving = this.connection
     try {
       const connection = await reserving
       const queries = [
