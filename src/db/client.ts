@@ -177,7 +177,8 @@ function openPostgres(url: string, poolMax: number, logger?: DrizzleLogger): Dat
     kind: 'postgres',
     db,
     pool,
-    oneTrip: writer.run,
+    // The writer keeps a connection: with a pool of one, nothing else could run.
+    oneTrip: poolMax >= 2 ? writer.run : undefined,
     ping: () => pingDb(db),
     close: () => {
       writer.close()

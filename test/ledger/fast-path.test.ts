@@ -1,5 +1,6 @@
 import { sql } from 'drizzle-orm'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { openDatabase } from '../../src/db/client.js'
 import { rowsOf } from '../../src/db/rows.js'
 import { creatorEarnings, Ledger, platform, userWallet } from '../../src/ledger/index.js'
 import { createTestDatabase, onPostgres, type TestDatabase } from '../support/db.js'
@@ -104,6 +105,18 @@ describe('batches planned on expectations', () => {
 })
 
 describe.skipIf(!onPostgres)('the one-round-trip transaction (PostgreSQL)', () => {
+  it('is not used with a pool of one connection (it would keep the only one)', async () => {
+    const single = await openDatabase({ ...t.config, poolMax: 1 } as typeof t.config)
+    try {
+      expect(single.oneTrip).toBeUndefined()
+      const ledger = new Ledger(single, { concurrency: 2 })
+      const results = await Promise.all([fund(ledger, 30n), gift(ledger, 10n), gift(ledger, 10n)])
+      expect(results.every((r) => !r.replayed)).toBe(true)
+    } finally {
+      await single.close()
+    }
+  })
+
   it('falls back to the usual way when the trip fails, and leaves no transaction open', async () => {
     const db = t.database.db
     const ledger = new Ledger(t.database, { concurrency: 1 })
