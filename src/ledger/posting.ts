@@ -30,6 +30,10 @@ import { signedAmount } from './types.js'
 //      expected and no key or reversal of the batch exists, inserts the
 //      transactions and the entries;
 //   3. commit. The hot accounts are locked for one statement and the commit.
+// On PostgreSQL, Ledger.writeBatch sends BEGIN, the statement and COMMIT in
+// one round trip (postBatchInOneTrip), behind the batches already in flight
+// on the same connection, each planned on the plan of the one before it
+// (state-cache.ts: tickets, tainting).
 // The slow path, when any expectation was wrong (or none could be made): the
 // same statement has locked the accounts and returned their rows, the keys
 // already posted and the reversals already made; the batch is planned again
