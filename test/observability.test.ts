@@ -389,6 +389,11 @@ describe('GET /metrics', () => {
     expect(delta('giftledger_coins_moved_total', { kind: 'gift' })).toBe(6 * rose.coinCost)
     expect(delta('giftledger_coins_moved_total', { kind: 'grant' })).toBe(500)
     expect(delta('giftledger_ledger_transactions_total', { kind: 'gift' })).toBe(3)
+    // Every ledger batch planned on expectations is counted once, held or stale.
+    const batches = (text: string) =>
+      sample(text, 'giftledger_ledger_batches_total', { expectations: 'held' }) +
+      sample(text, 'giftledger_ledger_batches_total', { expectations: 'stale' })
+    expect(batches(after) - batches(before)).toBeGreaterThanOrEqual(1)
     // The recharge of the first test, credited through the webhook: coins and money.
     expect(sample(after, 'giftledger_coins_moved_total', { kind: 'recharge' })).toBeGreaterThan(0)
     expect(

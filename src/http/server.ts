@@ -127,6 +127,7 @@ export function buildApp({
   const metrics = new Metrics({
     database,
     live: () => ({ ...websocket.stats(), sseSubscriptions: eventStreams.size }),
+    ledgerExpectations: () => services.ledger.expectations,
   })
   services.ledger.onCommitted((transactions) => metrics.ledgerCommitted(transactions))
   services.gifts.onCommitted((events) => metrics.giftsCommitted(events))

@@ -37,6 +37,8 @@ export interface LiveCounts {
 export interface MetricsSources {
   database: Database
   live: () => LiveCounts
+  /** The ledger's batches by how their plans fared (Ledger.expectations). */
+  ledgerExpectations?: () => Readonly<{ held: number; stale: number }>
 }
 
 export class Metrics {
@@ -103,6 +105,7 @@ export class Metrics {
     this.registerLive(sources.live)
     this.registerPool(sources.database)
     this.registerInbox(sources.database)
+    if (sources.ledgerExpectations) this.registerLedger(sources.ledgerExpectations)
   }
 
   /** The operation label of a client's operation name: bounded in number and shape. */
@@ -188,6 +191,21 @@ export class Metrics {
         const counts = live()
         this.set({ transport: 'websocket' }, counts.websocketSubscriptions)
         this.set({ transport: 'sse' }, counts.sseSubscriptions)
+      },
+    })
+  }
+
+  private registerLedger(expectations: () => Readonly<{ held: number; stale: number }>): void {
+    new Counter({
+      name: 'giftledger_ledger_batches_total',
+      help: "Ledger batches planned on this instance's expectations of their accounts: written as planned (held) or found stale and planned again under the locks (stale). Stale batches climbing: another writer moves the same accounts.",
+      labelNames: ['expectations'] as const,
+      registers: [this.registry],
+      collect() {
+        const counts = expectations()
+        this.reset()
+        this.inc({ expectations: 'held' }, counts.held)
+        this.inc({ expectations: 'stale' }, counts.stale)
       },
     })
   }
