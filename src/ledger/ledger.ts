@@ -171,7 +171,9 @@ export class Ledger {
   async hold(request: HoldRequest): Promise<{ hold: Hold; replayed: boolean }> {
     const accounts = await this.accounts.resolve(this.db, [request.account, request.counterAccount])
     const hash = validateHold(request, accounts)
-    return inTransaction(this.db, (tx) => createHoldInTx(tx, request, accounts, hash))
+    const result = await inTransaction(this.db, (tx) => createHoldInTx(tx, request, accounts, hash))
+    this.known.invalidate([result.hold.accountId])
+    return result
   }
 
   /**
@@ -182,12 +184,15 @@ export class Ledger {
   async holdInTx(tx: Tx, request: HoldRequest): Promise<{ hold: Hold; replayed: boolean }> {
     const accounts = await this.accounts.resolve(tx, [request.account, request.counterAccount])
     const hash = validateHold(request, accounts)
-    return createHoldInTx(tx, request, accounts, hash)
+    const result = await createHoldInTx(tx, request, accounts, hash)
+    this.known.invalidate([result.hold.accountId])
+    return result
   }
 
   /** Posts a pending hold for its amount (or less: the rest is released). Idempotent. */
   async postHold(holdId: bigint, amount?: bigint): Promise<PostingResult> {
     const result = await inTransaction(this.db, (tx) => this.postHoldInTx(tx, holdId, { amount }))
+    this.known.invalidate(result.transaction.entries.map((e) => e.accountId))
     if (!result.replayed) this.notifyCommitted([result.transaction])
     return result
   }
@@ -198,21 +203,28 @@ export class Ledger {
    * transaction. A posted hold returns its original transaction (`replayed`).
    * Call notifyCommitted after commit.
    */
-  postHoldInTx(tx: Tx, holdId: bigint, options: PostHoldOptions = {}): Promise<PostingResult> {
-    return postHoldInTx(tx, holdId, options, {
+  async postHoldInTx(tx: Tx, holdId: bigint, options: PostHoldOptions = {}): Promise<PostingResult> {
+    const result = await postHoldInTx(tx, holdId, options, {
       byId: (id) => this.accountById(tx, id),
       byRefs: (refs) => this.accounts.resolve(tx, refs),
     })
+    // Its entries and the released held amount moved accounts outside the batches.
+    this.known.invalidate(result.transaction.entries.map((e) => e.accountId))
+    return result
   }
 
   /** Releases a pending hold. Voiding a voided hold is a no-op. */
-  voidHold(holdId: bigint, resolution?: Record<string, unknown>): Promise<Hold> {
-    return inTransaction(this.db, (tx) => releaseHoldInTx(tx, holdId, 'voided', resolution))
+  async voidHold(holdId: bigint, resolution?: Record<string, unknown>): Promise<Hold> {
+    const hold = await inTransaction(this.db, (tx) => releaseHoldInTx(tx, holdId, 'voided', resolution))
+    this.known.invalidate([hold.accountId])
+    return hold
   }
 
   /** Releases a pending hold inside a caller's transaction, with who decided and why. */
-  voidHoldInTx(tx: Tx, holdId: bigint, resolution?: Record<string, unknown>): Promise<Hold> {
-    return releaseHoldInTx(tx, holdId, 'voided', resolution)
+  async voidHoldInTx(tx: Tx, holdId: bigint, resolution?: Record<string, unknown>): Promise<Hold> {
+    const hold = await releaseHoldInTx(tx, holdId, 'voided', resolution)
+    this.known.invalidate([hold.accountId])
+    return hold
   }
 
   /**
@@ -240,6 +252,7 @@ export class Ledger {
         await inTransaction(this.db, async (tx) => {
           const hold = await releaseHoldInTx(tx, id, 'expired', { reason: 'expired' })
           await this.expiryHooks.get(hold.kind)?.(tx, hold)
+          this.known.invalidate([hold.accountId])
         })
         expired++
       } catch (error) {

@@ -149,6 +149,22 @@ export class AccountStates {
     }
   }
 
+  /**
+   * These accounts' rows were changed outside the engine's batches (a hold
+   * created, posted, voided or expired): what is expected of them is
+   * dropped, and batches in flight on them fail as explained (their epochs
+   * moved), not as another writer's doing.
+   */
+  invalidate(ids: readonly bigint[]): void {
+    for (const id of ids) {
+      if ((this.inflight.get(id) ?? 0) > 0) this.taint([id])
+      else {
+        this.epochs.set(id, (this.epochs.get(id) ?? 0) + 1)
+        this.states.delete(id)
+      }
+    }
+  }
+
   private taint(ids: readonly bigint[]): void {
     for (const id of ids) {
       this.epochs.set(id, (this.epochs.get(id) ?? 0) + 1)

@@ -90,6 +90,26 @@ describe('batches planned on expectations', () => {
     expect(report.problems).toEqual([])
   })
 
+  it('reads afresh an account a hold moved, rather than finding it stale', async () => {
+    const ledger = new Ledger(t.database, { concurrency: 1 })
+    await fund(ledger, 1_000n)
+    await gift(ledger, 10n)
+    const before = { ...ledger.expectations }
+    const { hold } = await ledger.hold({
+      idempotencyKey: `hold-${keys++}`,
+      kind: 'payout',
+      account: wallet,
+      counterAccount: platform.coinsIssued,
+      amount: 100n,
+      expiresAt: new Date(Date.now() + 60_000),
+    })
+    await gift(ledger, 10n)
+    await ledger.voidHold(hold.id)
+    await gift(ledger, 10n)
+    expect(ledger.expectations.stale - before.stale).toBe(0)
+    expect(ledger.expectations.held - before.held).toBe(2)
+  })
+
   it('expects what an earlier batch in flight will leave (two at once)', async () => {
     const ledger = new Ledger(t.database, { concurrency: 2, batchSizeMax: 1 })
     await fund(ledger, 10_000n)
