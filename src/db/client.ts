@@ -190,7 +190,8 @@ function openPostgres(url: string, poolMax: number, logger?: DrizzleLogger): Dat
 const dialect = new PgDialect()
 
 /**
- * The one-trip transactions' connection, kept reserved: a trip sent while
+ * The one-trip transactions' connection, reserved while trips come, and
+ * given back to the pool after a second without any: a trip sent while
  * earlier ones are running is pipelined behind them on it, so PostgreSQL runs
  * them back to back in the order they were sent. (The ledger plans a batch on
  * what the batch before it will leave: in that order, its plans hold. On
@@ -198,7 +199,12 @@ const dialect = new PgDialect()
  * order.) A connection that fails is dropped; the next trip reserves another.
  */
 class OneTripConnection {
+  static readonly IDLE_MS = 1_000
   private connection: Promise<postgres.ReservedSql> | undefined
+  /** Trips sent and not yet answered. */
+  private inflight = 0
+  /** Gives the connection back to the pool once no trip has been sent for IDLE_MS. */
+  private idleTimer: NodeJS.Timeout | undefined
 
   constructor(
     private readonly client: postgres.Sql,
@@ -209,6 +215,8 @@ class OneTripConnection {
   run: OneTrip = async (statements) => {
     this.pool.transactions++
     this.pool.transactionsStarted++
+    this.inflight++
+    clearTimeout(this.idleTimer)
     if (!this.connection) this.connection = this.client.reserve()
     const reserving = this.connection
     try {
@@ -241,10 +249,20 @@ class OneTripConnection {
       throw error
     } finally {
       this.pool.transactions--
+      // Idle for a while: the pool has its connection back (reads need it
+      // more than an idle writer does). Not at once: under load the next trip
+      // is a moment away, and reserving again costs its pipelining.
+      if (--this.inflight === 0) {
+        this.idleTimer = setTimeout(() => {
+          if (this.inflight === 0) this.drop(reserving)
+        }, OneTripConnection.IDLE_MS)
+        this.idleTimer.unref()
+      }
     }
   }
 
   close(): void {
+    clearTimeout(this.idleTimer)
     if (this.connection) this.drop(this.connection)
   }
 
