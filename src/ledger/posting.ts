@@ -395,26 +395,16 @@ function lockAndWriteSql(
     tx as (
       insert into ledger_transactions (idempotency_key, request_hash, kind, description, metadata, reverses_id, posted_at)
       select v.k, v.h, v.kind, v.d, v.m::jsonb, v.r::bigint, g.now
-        from go g, unnest(${texts(txs.map((p) => p.request.idempotencyKey))}::text[],
-                          ${texts(txs.map((p) => p.requestHash))}::text[],
-                          ${texts(txs.map((p) => p.request.kind))}::text[],
-                          ${texts(txs.map((p) => p.request.description ?? ''))}::text[],
-                          ${texts(txs.map((p) => JSON.stringify(p.request.metadata ?? {})))}::text[],
-                          ${texts(txs.map((p) => p.reversesId?.toString() ?? null))}::text[])
-                   with ordinality as v(k, h, kind, d, m, r, ord)
+        from go g, unnest(${transactionColumns(txs)}) with ordinality as v(k, h, kind, d, m, r, ord)
        order by v.ord
       returning id, idempotency_key),
     en as (
       insert into ledger_entries (transaction_id, account_id, direction, amount, unit, account_seq, balance_after, posted_at)
       select t.id, v.a::bigint, v.d::entry_direction, v.amt::bigint, v.u, v.s::bigint, v.b::bigint, g.now
-        from go g, unnest(${texts(entries.map((e) => e.key))}::text[],
-                          ${texts(entries.map((e) => e.accountId))}::text[],
-                          ${texts(entries.map((e) => e.direction))}::text[],
-                          ${texts(entries.map((e) => e.amount))}::text[],
-                          ${texts(entries.map((e) => e.unit))}::text[],
-                          ${texts(entries.map((e) => e.accountSeq))}::text[],
-                          ${texts(entries.map((e) => e.balanceAfter))}::text[])
-                   with ordinality as v(k, a, d, amt, u, s, b, ord)
+        from go g, unnest(${entryColumns(
+          entries.map((e) => e.key),
+          entries,
+        )}) with ordinality as v(k, a, d, amt, u, s, b, ord)
         join tx t on t.idempotency_key = v.k
        order by v.ord
       returning id, account_id, account_seq)
@@ -600,13 +590,7 @@ async function insertTransactions(
     await tx.execute(sql`
       insert into ledger_transactions (idempotency_key, request_hash, kind, description, metadata, reverses_id, posted_at)
       select k, h, kind, d, m::jsonb, r::bigint, ${now}::timestamptz
-        from unnest(${texts(requests.map((p) => p.request.idempotencyKey))}::text[],
-                    ${texts(requests.map((p) => p.requestHash))}::text[],
-                    ${texts(requests.map((p) => p.request.kind))}::text[],
-                    ${texts(requests.map((p) => p.request.description ?? ''))}::text[],
-                    ${texts(requests.map((p) => JSON.stringify(p.request.metadata ?? {})))}::text[],
-                    ${texts(requests.map((p) => p.reversesId?.toString() ?? null))}::text[])
-          as v(k, h, kind, d, m, r)
+        from unnest(${transactionColumns(requests)}) as v(k, h, kind, d, m, r)
       returning id::text, idempotency_key`),
   )
   return new Map(inserted.map((r) => [r.idempotency_key, BigInt(r.id)]))
@@ -624,14 +608,10 @@ async function insertEntries(tx: Tx, posted: PostedTransaction[]): Promise<Entry
     await tx.execute(sql`
       insert into ledger_entries (transaction_id, account_id, direction, amount, unit, account_seq, balance_after, posted_at)
       select t::bigint, a::bigint, d::entry_direction, amt::bigint, u, s::bigint, b::bigint, ${(posted[0] as PostedTransaction).postedAt}::timestamptz
-        from unnest(${texts(entries.map((e) => e.transactionId))}::text[],
-                    ${texts(entries.map((e) => e.accountId))}::text[],
-                    ${texts(entries.map((e) => e.direction))}::text[],
-                    ${texts(entries.map((e) => e.amount))}::text[],
-                    ${texts(entries.map((e) => e.unit))}::text[],
-                    ${texts(entries.map((e) => e.accountSeq))}::text[],
-                    ${texts(entries.map((e) => e.balanceAfter))}::text[])
-          as v(t, a, d, amt, u, s, b)
+        from unnest(${entryColumns(
+          entries.map((e) => e.transactionId),
+          entries,
+        )}) as v(t, a, d, amt, u, s, b)
       returning id::text, account_id::text, account_seq::text`),
   )
 }
@@ -645,6 +625,43 @@ async function updateHeldAmounts(tx: Tx, states: Map<bigint, PlannedState>): Pro
       from unnest(${texts(changed.map(([id]) => id))}::text[], ${texts(changed.map(([, s]) => s.heldAmount))}::text[])
         as v(id, held)
      where a.id = v.id::bigint`)
+}
+
+/** The transactions' columns, for `unnest(…) as v(key, hash, kind, description, metadata, reverses)`. */
+function transactionColumns(postings: readonly PreparedPosting[]): SQL {
+  return sql.join(
+    [
+      postings.map((p) => p.request.idempotencyKey),
+      postings.map((p) => p.requestHash),
+      postings.map((p) => p.request.kind),
+      postings.map((p) => p.request.description ?? ''),
+      postings.map((p) => JSON.stringify(p.request.metadata ?? {})),
+      postings.map((p) => p.reversesId?.toString() ?? null),
+    ].map((column) => sql`${texts(column)}::text[]`),
+    sql`, `,
+  )
+}
+
+/**
+ * The entries' columns, for `unnest(…) as v(transaction, account, direction,
+ * amount, unit, seq, balance after)`; the transaction column is its id or key.
+ */
+function entryColumns(
+  transactions: readonly (string | bigint)[],
+  entries: readonly Omit<PostedEntry, 'id'>[],
+): SQL {
+  return sql.join(
+    [
+      transactions,
+      entries.map((e) => e.accountId),
+      entries.map((e) => e.direction),
+      entries.map((e) => e.amount),
+      entries.map((e) => e.unit),
+      entries.map((e) => e.accountSeq),
+      entries.map((e) => e.balanceAfter),
+    ].map((column) => sql`${texts(column)}::text[]`),
+    sql`, `,
+  )
 }
 
 /** A column as one text[] parameter (both drivers send string arrays natively). */
