@@ -47,7 +47,11 @@ export class AccountStates {
   private readonly inflight = new Map<bigint, number>()
   /** Tainted accounts: resolved once no batch is in flight on them. */
   private readonly drains = new Map<bigint, { promise: Promise<void>; resolve: () => void }>()
-  /** Per account: how many times it was tainted (a batch's failure is explained if it changed meanwhile). */
+  /**
+   * Per account with batches in flight: how many times it was tainted since
+   * (a batch's failure is explained if it changed meanwhile). Dropped when
+   * nothing is in flight on the account, so it never outgrows `inflight`.
+   */
   private readonly epochs = new Map<bigint, number>()
   /** Accounts found moved by someone else: until then, batches on them are planned under the locks. */
   private readonly contendedUntil = new Map<bigint, number>()
@@ -94,7 +98,7 @@ export class AccountStates {
     const deadline = Date.now() + patienceMs
     while (guessing) {
       const now = Date.now()
-      if (ids.some((id) => (this.contendedUntil.get(id) ?? 0) > now)) guessing = false
+      if (ids.some((id) => this.contended(id, now))) guessing = false
       const waits = [...new Set(ids.flatMap((id) => this.drains.get(id)?.promise ?? []))]
       if (!guessing || waits.length === 0) break
       const left = deadline - now
@@ -137,6 +141,8 @@ export class AccountStates {
             continue
           }
           this.inflight.delete(id)
+          // Epochs only tell tickets in flight apart: none is left on this account.
+          this.epochs.delete(id)
           const drain = this.drains.get(id)
           if (drain) {
             // Nothing in flight on it any more: its row is read afresh next time.
@@ -158,11 +164,17 @@ export class AccountStates {
   invalidate(ids: readonly bigint[]): void {
     for (const id of ids) {
       if ((this.inflight.get(id) ?? 0) > 0) this.taint([id])
-      else {
-        this.epochs.set(id, (this.epochs.get(id) ?? 0) + 1)
-        this.states.delete(id)
-      }
+      else this.states.delete(id)
     }
+  }
+
+  /** Whether another writer was found moving this account lately (an expired mark is dropped). */
+  private contended(id: bigint, now: number): boolean {
+    const until = this.contendedUntil.get(id)
+    if (until === undefined) return false
+    if (until > now) return true
+    this.contendedUntil.delete(id)
+    return false
   }
 
   private taint(ids: readonly bigint[]): void {
