@@ -21,6 +21,7 @@ import {
 import { type Interference, InterferenceMonitor } from './support/interference.js'
 import { type PgbenchResult, runPgbenchHotRow } from './support/pgbench.js'
 import { createScratchDatabase, type MachineFacts, machineFacts } from './support/scratch.js'
+import { cpuByCommand, cpuDelta } from './support/server-process.js'
 import { CpuMeter, fmt, summarize } from './support/stats.js'
 
 // The ledger under gift-shaped load on PostgreSQL, against pgbench's hot-row
@@ -95,6 +96,8 @@ interface ShapeResult {
   expectationsStale: number
   nodePercentOfCore: number
   machinePercent: number
+  /** CPU of all PostgreSQL processes (backends, WAL writer, …) per successful post, in µs: steadier than throughput on a noisy machine. */
+  postgresUsPerPost: number
   interference: Interference
   /** Posts per second in each TIMELINE_SECONDS of the measured window: drift shows here. */
   timeline: number[]
@@ -284,6 +287,7 @@ async function runShape(
   const clients = Array.from({ length: options.clients }, (_, i) => client(i))
   await new Promise((resolve) => setTimeout(resolve, options.warmupSeconds * 1000))
   const cpu = new CpuMeter()
+  const postgresCpuBefore = cpuByCommand('postgres')
   const mark = monitor.mark()
   startedAt = performance.now()
   measuring = true
@@ -291,6 +295,7 @@ async function runShape(
   measuring = false
   const measuredSeconds = (performance.now() - startedAt) / 1000
   const usage = cpu.read()
+  const postgresCpuSeconds = cpuDelta(postgresCpuBefore, cpuByCommand('postgres'))
   const interference = monitor.since(mark)
   stopped = true
   await Promise.all(clients)
@@ -308,6 +313,7 @@ async function runShape(
     expectationsHeld: ledger.expectations.held - expectationsBefore.held,
     expectationsStale: ledger.expectations.stale - expectationsBefore.stale,
     ...usage,
+    postgresUsPerPost: (postgresCpuSeconds / Math.max(latenciesMs.length, 1)) * 1e6,
     interference,
     timeline: Array.from(
       { length: Math.ceil(options.seconds / TIMELINE_SECONDS) },
@@ -423,16 +429,16 @@ function report(
   lines.push(`baseline: ${baseline.command}`)
   lines.push('')
   lines.push(
-    '| shape | posts/s | p50 ms | p99 ms | max ms | postings/batch | Node CPU (% of a core) | machine CPU | others: CPU / sessions | × pgbench hot row |',
+    '| shape | posts/s | p50 ms | p99 ms | max ms | postings/batch | Node CPU (% of a core) | machine CPU | PostgreSQL CPU µs/post | others: CPU / sessions | × pgbench hot row |',
   )
-  lines.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
+  lines.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
   for (const r of run.results) {
     lines.push(
-      `| ${r.name} | ${fmt(r.postsPerSecond)} | ${fmt(r.p50Ms, 1)} | ${fmt(r.p99Ms, 1)} | ${fmt(r.maxMs, 1)} | ${fmt(r.postingsPerBatch, 1)} | ${fmt(r.nodePercentOfCore)}% | ${fmt(r.machinePercent)}% | ${others(r.interference)} | ${fmt(r.postsPerSecond / baseline.tps, 2)} |`,
+      `| ${r.name} | ${fmt(r.postsPerSecond)} | ${fmt(r.p50Ms, 1)} | ${fmt(r.p99Ms, 1)} | ${fmt(r.maxMs, 1)} | ${fmt(r.postingsPerBatch, 1)} | ${fmt(r.nodePercentOfCore)}% | ${fmt(r.machinePercent)}% | ${fmt(r.postgresUsPerPost)} | ${others(r.interference)} | ${fmt(r.postsPerSecond / baseline.tps, 2)} |`,
     )
   }
   lines.push(
-    `| pgbench hot row, ${baseline.clients} clients | ${fmt(baseline.tps)} | | | | | | | ${others(baseline.interference)} | 1.00 |`,
+    `| pgbench hot row, ${baseline.clients} clients | ${fmt(baseline.tps)} | | | | | | | | ${others(baseline.interference)} | 1.00 |`,
   )
   lines.push('')
   for (const r of run.results) lines.push(`${r.name}: ${r.label}`)

@@ -23,7 +23,22 @@ export type DbOrTx = Db | Tx
  * A statement that fails aborts the transaction (the COMMIT then rolls it
  * back) and its error is thrown. Returns each statement's rows.
  */
-export type OneTrip = (statements: readonly SQL[]) => Promise<Record<string, unknown>[][]>
+export type OneTrip = (
+  statements: readonly SQL[],
+  options?: OneTripOptions,
+) => Promise<Record<string, unknown>[][]>
+
+export interface OneTripOptions {
+  /**
+   * Plan the trip's statements once per connection and reuse the plan
+   * (plan_cache_mode = force_generic_plan for this transaction only; the
+   * pool's sessions plan each execution for its values). For statements
+   * whose best plan does not depend on their parameters' values: every
+   * trip saves its planning, and so does every statement of the triggers
+   * the trip fires.
+   */
+  genericPlans?: boolean
+}
 
 export interface Database {
   readonly kind: 'postgres' | 'pglite'
@@ -212,7 +227,7 @@ class OneTripConnection {
     private readonly logger?: DrizzleLogger,
   ) {}
 
-  run: OneTrip = async (statements) => {
+  run: OneTrip = async (statements, options) => {
     this.pool.transactions++
     this.pool.transactionsStarted++
     this.inflight++
@@ -222,7 +237,9 @@ class OneTripConnection {
     try {
       const connection = await reserving
       const queries = [
-        connection.unsafe('begin'),
+        connection.unsafe(
+          options?.genericPlans ? 'begin; set local plan_cache_mode = force_generic_plan' : 'begin',
+        ),
         ...statements.map((statement) => {
           const query = dialect.sqlToQuery(statement)
           this.logger?.logQuery(query.sql, query.params)

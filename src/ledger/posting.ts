@@ -222,7 +222,8 @@ export async function postBatchInOneTrip(
     }
     expected = planned.expected
     guess = planned.guess
-    const [rows] = await oneTrip([lockAndWriteSql(ids, batch, expected, guess)])
+    // Its plan is the same for any batch: arrays travel as one parameter each.
+    const [rows] = await oneTrip([lockAndWriteSql(ids, batch, expected, guess)], { genericPlans: true })
     locked = readLocked(rows?.[0] as LockedRow | undefined, ids)
   } catch {
     // Nothing was committed: the usual way will tell what went wrong.

@@ -141,6 +141,29 @@ describe('database guards', () => {
     expect(await snapshot()).toEqual(before)
   })
 
+  it('refuses transaction ids not drawn from the sequence, which the check at commit relies on', async () => {
+    const before = await snapshot()
+    // The check at commit starts from the first transaction that fires it and
+    // covers the ids after it. A balanced transaction under an explicit high
+    // id, then one drawn from the sequence (a lower id) with no entries: were
+    // explicit ids allowed, the second would never be checked. (The nextval
+    // only makes currval defined in this session, whichever connection it is.)
+    expect(
+      await refusal(
+        `select nextval('ledger_transactions_id_seq')`,
+        `insert into ledger_transactions (id, idempotency_key, request_hash, kind, posted_at) overriding system value
+           values (currval('ledger_transactions_id_seq') + 1000, 'explicit-high', 'x', 'gift', now())`,
+        `insert into ledger_entries (transaction_id, account_id, direction, amount, unit, account_seq, balance_after, posted_at)
+         select t.id, a.id, case when a.id = ${walletId} then 'debit' else 'credit' end::entry_direction, 1, 'COIN',
+                a.last_seq + 1, a.balance + case when a.id = ${walletId} then -1 else 1 end, t.posted_at
+           from ledger_transactions t, ledger_accounts a
+          where t.idempotency_key = 'explicit-high' and a.id in (${walletId}, ${earningsId})`,
+        `insert into ledger_transactions (idempotency_key, request_hash, kind, posted_at) values ('lonely-low', 'x', 'gift', now())`,
+      ),
+    ).toBe('LG001')
+    expect(await snapshot()).toEqual(before)
+  })
+
   it('refuses to take a non-negative account below zero', async () => {
     const before = await snapshot()
     const { balance } = await ledger.balance(alice)
