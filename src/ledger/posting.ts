@@ -371,14 +371,15 @@ function lockAndWriteSql(
   // unique index (23505) and the batch is retried (tx.ts). Arrays travel as
   // one parameter each, so the statement text never varies with the batch
   // size and stays prepared. Entries' triggers fire at the end of the
-  // statement and see the transactions inserted above them.
+  // statement and see the transactions inserted above them. The locked rows
+  // come back only when the batch was not written: it is planned again on
+  // them (a batch written as expected needs nothing of them).
   return sql`
     with locked as materialized (
       select id, balance, held_amount, last_seq from ledger_accounts
        where id = any(${texts(ids)}::bigint[]) order by id for update),
     state as materialized (
-      select coalesce(json_agg(json_build_array(l.id::text, l.balance::text, l.held_amount::text, l.last_seq::text)), '[]') as accounts,
-             count(*) as found, count(e.id) as matched, clock_timestamp() as now
+      select count(*) as found, count(e.id) as matched, clock_timestamp() as now
         from locked l
         left join unnest(${texts(ids)}::bigint[], ${texts(want.map((s) => s?.balance ?? null))}::bigint[],
                          ${texts(want.map((s) => s?.heldAmount ?? null))}::bigint[],
@@ -409,7 +410,11 @@ function lockAndWriteSql(
         join tx t on t.idempotency_key = v.k
        order by v.ord
       returning id, account_id, account_seq)
-    select s.accounts, s.now::text as now, p.existing_ids, p.reversed_ids,
+    select case when exists (select 1 from go) then null
+                else (select coalesce(json_agg(json_build_array(l.id::text, l.balance::text, l.held_amount::text,
+                                                                l.last_seq::text)), '[]') from locked l)
+           end as accounts,
+           s.found, s.now::text as now, p.existing_ids, p.reversed_ids,
            exists (select 1 from go) as written,
            (select coalesce(json_agg(json_build_array(t.idempotency_key, t.id::text)), '[]') from tx t) as transaction_ids,
            (select coalesce(json_agg(json_build_array(e.account_id::text, e.account_seq::text, e.id::text)), '[]') from en e) as entry_ids
@@ -417,7 +422,9 @@ function lockAndWriteSql(
 }
 
 interface LockedRow {
+  /** The locked rows, read only when the batch was not written (it is planned again on them). */
   accounts: unknown
+  found: number | string
   now: string
   existing_ids: unknown
   reversed_ids: unknown
@@ -431,9 +438,9 @@ function readLocked(
   ids: readonly bigint[],
 ): Omit<Locked, 'existing'> & { existingIds: bigint[] } {
   if (!row) throw new Error('ledger: the lock statement returned no row')
-  const accounts = jsonList<[string, string, string, string]>(row.accounts)
-  if (accounts.length !== ids.length)
+  if (Number(row.found) !== ids.length)
     throw new LedgerError('UNKNOWN_ACCOUNT', 'an account of this batch does not exist')
+  const accounts = row.accounts === null ? [] : jsonList<[string, string, string, string]>(row.accounts)
   const states = new Map<bigint, PlannedState>(
     accounts.map(([id, balance, held, lastSeq]) => [
       BigInt(id),
