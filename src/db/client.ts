@@ -51,48 +51,10 @@ export interface Database {
    * to save: undefined.
    */
   readonly oneTrip?: OneTrip
-  /**
-   * On PostgreSQL with a pool of three or more: pipelined transactions on a
-   * connection reserved for them while they come (the gift batches). PGlite:
-   * undefined.
-   */
-  readonly pipelined?: Pipelined
   /** True when the database answers; never throws. */
   ping(): Promise<boolean>
   close(): Promise<void>
 }
-
-/**
- * A transaction on a connection of its own whose statements are sent as soon
- * as they are issued, without waiting for the answers of those before them:
- * PostgreSQL runs them in the order issued. BEGIN goes out with the first
- * statements and COMMIT with the last (`commit()`), so a transaction of two
- * dependent steps costs two round trips, not one per statement plus BEGIN
- * and COMMIT.
- */
-export interface PipelinedTx {
-  /**
-   * drizzle on the transaction's connection. Statements issued through it
-   * are sent in the order issued, but drizzle may defer the sending by a
-   * tick: for statements that must go out at once and in order, behind all
-   * of these, use send().
-   */
-  readonly db: Db
-  /**
-   * Sends the statements now, in this order, and with `commit`, COMMIT right
-   * behind them; resolves with each statement's rows. A statement that fails
-   * aborts the transaction (the COMMIT then rolls it back) and its error is
-   * thrown.
-   */
-  send(statements: readonly SQL[], options?: { commit?: boolean }): Promise<Record<string, unknown>[][]>
-}
-
-/**
- * Runs `work` as one pipelined transaction. If `work` returns or throws
- * without having sent COMMIT, the transaction is rolled back. One at a time:
- * a second call waits for the first to end.
- */
-export type Pipelined = <T>(work: (tx: PipelinedTx) => Promise<T>) => Promise<T>
 
 export type DatabaseConfig = Config['database']
 
@@ -226,19 +188,15 @@ function openPostgres(url: string, poolMax: number, logger?: DrizzleLogger): Dat
   countCalls(client, 'begin', pool, 'transactions')
   const db = drizzlePostgres({ client, relations, logger }) as unknown as Db
   const writer = new OneTripConnection(client, pool, logger)
-  const pipeline = new PipelinedConnection(client, pool, logger)
   return {
     kind: 'postgres',
     db,
     pool,
-    // Each writer keeps a connection while it is busy: with too small a
-    // pool, nothing else could run.
+    // The writer keeps a connection: with a pool of one, nothing else could run.
     oneTrip: poolMax >= 2 ? writer.run : undefined,
-    pipelined: poolMax >= 3 ? pipeline.run : undefined,
     ping: () => pingDb(db),
     close: () => {
       writer.close()
-      pipeline.close()
       return client.end({ timeout: 5 })
     },
   }
@@ -330,98 +288,6 @@ class OneTripConnection {
     this.connection = undefined
     reserving.then(
       (connection) => connection.release(),
-      () => {},
-    )
-  }
-}
-
-/** Pipelined transactions, one at a time, on a connection reserved while they come (Database.pipelined). */
-class PipelinedConnection {
-  private connection: Promise<{ sql: postgres.ReservedSql; db: Db }> | undefined
-  private idleTimer: NodeJS.Timeout | undefined
-  /** The transaction running now; the next one starts once it has ended. */
-  private last: Promise<unknown> = Promise.resolve()
-
-  constructor(
-    private readonly client: postgres.Sql,
-    private readonly pool: PoolUse,
-    private readonly logger?: DrizzleLogger,
-  ) {}
-
-  run: Pipelined = (work) => {
-    const turn = this.last.then(() => this.transaction(work))
-    this.last = turn.catch(() => {})
-    return turn
-  }
-
-  close(): void {
-    clearTimeout(this.idleTimer)
-    if (this.connection) this.drop(this.connection)
-  }
-
-  private async transaction<T>(work: (tx: PipelinedTx) => Promise<T>): Promise<T> {
-    clearTimeout(this.idleTimer)
-    this.pool.transactions++
-    this.pool.transactionsStarted++
-    if (!this.connection) {
-      this.connection = this.client.reserve().then((reserved) => {
-        preferPrepared(reserved)
-        // drizzle reads the driver's type options from its client; a reserved
-        // connection shares its pool's (which drizzle set up already).
-        Object.assign(reserved, { options: this.client.options })
-        return {
-          sql: reserved,
-          db: drizzlePostgres({ client: reserved, relations, logger: this.logger }) as unknown as Db,
-        }
-      })
-    }
-    const reserving = this.connection
-    let committing: Promise<unknown> | undefined
-    try {
-      const connection = await reserving
-      // Not awaited: BEGIN leaves with the first statements work issues.
-      const begun = connection.sql.unsafe('begin').execute()
-      begun.catch(() => {})
-      const result = await work({
-        db: connection.db,
-        send: async (statements, options) => {
-          const queries = statements.map((statement) => {
-            const query = dialect.sqlToQuery(statement)
-            this.logger?.logQuery(query.sql, query.params)
-            return connection.sql
-              .unsafe(query.sql, query.params as postgres.ParameterOrJSON<never>[], { prepare: true })
-              .execute()
-          })
-          if (options?.commit) committing = connection.sql.unsafe('commit').execute()
-          const settled = await Promise.allSettled([...queries, ...(committing ? [committing] : [])])
-          const failed = settled.find((r) => r.status === 'rejected')
-          if (failed) throw failed.reason
-          return settled
-            .slice(0, queries.length)
-            .map((r) => [...(r as PromiseFulfilledResult<postgres.RowList<Record<string, unknown>[]>>).value])
-        },
-      })
-      if (!committing) await connection.sql.unsafe('rollback')
-      return result
-    } catch (error) {
-      if (isDatabaseUnavailable(error)) this.drop(reserving)
-      else if (!committing) {
-        const connection = await reserving.catch(() => undefined)
-        await connection?.sql.unsafe('rollback').catch(() => this.drop(reserving))
-      }
-      throw error
-    } finally {
-      this.pool.transactions--
-      this.idleTimer = setTimeout(() => this.drop(reserving), OneTripConnection.IDLE_MS)
-      this.idleTimer.unref()
-    }
-  }
-
-  private drop(reserving: Promise<{ sql: postgres.ReservedSql }>): void {
-    if (this.connection !== reserving) return
-    this.connection = undefined
-    reserving.then(
-      ({ sql: connection }) => connection.release(),
       () => {},
     )
   }
