@@ -87,6 +87,7 @@ export function createServices(config: Config, database: Database, hooks: Servic
   const auth = new Authenticator(tokens, users)
   const gifts = new GiftService(database.db, ledger, config.gifts, {
     batchSizeMax: config.ledger.batchSizeMax,
+    pipelined: database.pipelined,
   })
   const recharge = new RechargeService(database.db, ledger, paymentGateways(config))
   const inbox = new WebhookInbox(

@@ -51,10 +51,48 @@ export interface Database {
    * to save: undefined.
    */
   readonly oneTrip?: OneTrip
+  /**
+   * On PostgreSQL with a pool of three or more: pipelined transactions on a
+   * connection reserved for them while they come (the gift batches). PGlite:
+   * undefined.
+   */
+  readonly pipelined?: Pipelined
   /** True when the database answers; never throws. */
   ping(): Promise<boolean>
   close(): Promise<void>
 }
+
+/**
+ * A transaction on a connection of its own whose statements are sent as soon
+ * as they are issued, without waiting for the answers of those before them:
+ * PostgreSQL runs them in the order issued. BEGIN goes out with the first
+ * statements and COMMIT with the last (`commit()`), so a transaction of two
+ * dependent steps costs two round trips, not one per statement plus BEGIN
+ * and COMMIT.
+ */
+export interface PipelinedTx {
+  /**
+   * drizzle on the transaction's connection. Statements issued through it
+   * are sent in the order issued, but drizzle may defer the sending by a
+   * tick: for statements that must go out at once and in order, behind all
+   * of these, use send().
+   */
+  readonly db: Db
+  /**
+   * Sends the statements now, in this order, and with `commit`, COMMIT right
+   * behind them; resolves with each statement's rows. A statement that fails
+   * aborts the transaction (the COMMIT then rolls it back) and its error is
+   * thrown.
+   */
+  send(statements: readonly SQL[], options?: { commit?: boolean }): Promise<Record<string, unknown>[][]>
+}
+
+/**
+ * Runs `work` as one pipelined transaction. If `work` returns or throws
+ * without having sent COMMIT, the transaction is rolled back. One at a time:
+ * a second call waits for the first to end.
+ */
+export type Pipelined = <T>(work: (tx: PipelinedTx) => Promise<T>) => Promise<T>
 
 export type DatabaseConfig = Config['database']
 
@@ -188,15 +226,19 @@ function openPostgres(url: string, poolMax: number, logger?: DrizzleLogger): Dat
   countCalls(client, 'begin', pool, 'transactions')
   const db = drizzlePostgres({ client, relations, logger }) as unknown as Db
   const writer = new OneTripConnection(client, pool, logger)
+  const pipeline = new PipelinedConnection(client, pool, logger)
   return {
     kind: 'postgres',
     db,
     pool,
-    // The writer keeps a connection: with a pool of one, nothing else could run.
+    // Each writer keeps a connection while it is busy: with too small a
+    // pool, nothing else could run.
     oneTrip: poolMax >= 2 ? writer.run : undefined,
+    pipelined: poolMax >= 3 ? pipeline.run : undefined,
     ping: () => pingDb(db),
     close: () => {
       writer.close()
+      pipeline.close()
       return client.end({ timeout: 5 })
     },
   }
@@ -288,6 +330,154 @@ class OneTripConnection {
     this.connection = undefined
     reserving.then(
       (connection) => connection.release(),
+      () => {},
+    )
+  }
+}
+
+/** Pipelined transactions, one at a time, on a connection reserved while they come (Database.pipelined). */
+class PipelinedConnection {
+  /** Past statement_timeout and lock_timeout together (postgresOptions): no live server leaves a transaction unanswered so long. */
+  static readonly UNANSWERED_MS = 45_000
+  /** A pool that cannot lend a connection for this long is saturated or broken: the usual way then. */
+  static readonly RESERVE_MS = 5_000
+  static readonly ROLLBACK_MS = 2_000
+  private connection: Promise<{ sql: postgres.ReservedSql; db: Db }> | undefined
+  private idleTimer: NodeJS.Timeout | undefined
+  /** The transaction running now; the next one starts once it has ended. */
+  private last: Promise<unknown> = Promise.resolve()
+
+  constructor(
+    private readonly client: postgres.Sql,
+    private readonly pool: PoolUse,
+    private readonly logger?: DrizzleLogger,
+  ) {}
+
+  run: Pipelined = (work) => {
+    const turn = this.last.then(() => this.transaction(work))
+    this.last = turn.catch(() => {})
+    return turn
+  }
+
+  close(): void {
+    clearTimeout(this.idleTimer)
+    if (this.connection) this.drop(this.connection)
+  }
+
+  private async transaction<T>(work: (tx: PipelinedTx) => Promise<T>): Promise<T> {
+    clearTimeout(this.idleTimer)
+    this.pool.transactions++
+    this.pool.transactionsStarted++
+    if (!this.connection) {
+      this.connection = this.client.reserve().then((reserved) => {
+        preferPrepared(reserved)
+        // drizzle reads the driver's type options from its client; a reserved
+        // connection shares its pool's (which drizzle set up already).
+        Object.assign(reserved, { options: this.client.options })
+        return {
+          sql: reserved,
+          db: drizzlePostgres({ client: reserved, relations, logger: this.logger }) as unknown as Db,
+        }
+      })
+    }
+    const reserving = this.connection
+    let committing: Promise<unknown> | undefined
+    // A reserved connection whose socket broke can leave the statements sent
+    // on it after the break unanswered (postgres.js settles only those in
+    // flight): the first one that fails for that reason fails the whole
+    // transaction at once, and so does a transaction that outlives every
+    // timeout the server applies (statement_timeout, lock_timeout).
+    let isBroken = false
+    let broke!: (error: unknown) => void
+    const broken = new Promise<never>((_, reject) => {
+      broke = (error) => {
+        isBroken = true
+        reject(error)
+      }
+    })
+    broken.catch(() => {})
+    const watchdog = setTimeout(
+      () => broke(new Error('database: a pipelined transaction went unanswered')),
+      PipelinedConnection.UNANSWERED_MS,
+    )
+    const watch = <T>(promise: Promise<T>): Promise<T> => {
+      promise.catch((error) => {
+        if (isDatabaseUnavailable(error)) broke(error)
+      })
+      return Promise.race([promise, broken])
+    }
+    // A live server answers a ROLLBACK at once: one left unanswered means a
+    // broken connection (given back then, never reused in a transaction).
+    const rollback = async (connection: postgres.ReservedSql) => {
+      const timer = setTimeout(
+        () => broke(new Error('database: a rollback went unanswered')),
+        PipelinedConnection.ROLLBACK_MS,
+      )
+      try {
+        await watch(connection.unsafe('rollback').execute())
+      } finally {
+        clearTimeout(timer)
+      }
+    }
+    try {
+      // postgres.js can leave a reservation waiting after the server came
+      // back (seen after a restart): past RESERVE_MS the batch goes the
+      // usual way, and the connection is given back whenever it comes.
+      const reserveTimer = setTimeout(
+        () => broke(new Error('database: no connection could be reserved')),
+        PipelinedConnection.RESERVE_MS,
+      )
+      const connection = await watch(reserving).finally(() => clearTimeout(reserveTimer))
+      // Not awaited: BEGIN leaves with the first statements work issues.
+      watch(connection.sql.unsafe('begin').execute()).catch(() => {})
+      const result = await watch(
+        work({
+          db: connection.db,
+          send: async (statements, options) => {
+            const queries = statements.map((statement) => {
+              const query = dialect.sqlToQuery(statement)
+              this.logger?.logQuery(query.sql, query.params)
+              return connection.sql
+                .unsafe(query.sql, query.params as postgres.ParameterOrJSON<never>[], { prepare: true })
+                .execute()
+            })
+            if (options?.commit) committing = connection.sql.unsafe('commit').execute()
+            const sent = [...queries, ...(committing ? [committing] : [])]
+            for (const query of sent) watch(query).catch(() => {})
+            const settled = await watch(Promise.allSettled(sent))
+            const failed = settled.find((r) => r.status === 'rejected')
+            if (failed) throw failed.reason
+            return settled
+              .slice(0, queries.length)
+              .map((r) => [
+                ...(r as PromiseFulfilledResult<postgres.RowList<Record<string, unknown>[]>>).value,
+              ])
+          },
+        }),
+      )
+      if (!committing) await rollback(connection.sql)
+      return result
+    } catch (error) {
+      if (isBroken || isDatabaseUnavailable(error)) this.drop(reserving)
+      else if (!committing) {
+        const connection = await watch(reserving).catch(() => undefined)
+        if (connection) await rollback(connection.sql).catch(() => this.drop(reserving))
+        else this.drop(reserving)
+      }
+      throw error
+    } finally {
+      clearTimeout(watchdog)
+      this.pool.transactions--
+      this.idleTimer = setTimeout(() => this.drop(reserving), OneTripConnection.IDLE_MS)
+      this.idleTimer.unref()
+    }
+  }
+
+  private drop(reserving: Promise<{ sql: postgres.ReservedSql }>): void {
+    if (this.connection !== reserving) return
+    this.connection = undefined
+    reserving.then(
+      ({ sql: connection }) => connection.release(),
       () => {},
     )
   }

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
-import { eq, getColumns, sql } from 'drizzle-orm'
-import type { Db, Tx } from '../db/client.js'
+import { eq, getColumns, type SQL, sql } from 'drizzle-orm'
+import type { Database, DbOrTx, Pipelined, Tx } from '../db/client.js'
 import { rowsOf } from '../db/rows.js'
 import { giftEvents, gifts, ledgerTransactions, users } from '../db/schema.js'
 import { DomainError } from '../graphql/errors.js'
@@ -28,16 +28,23 @@ import type { GiftEvent, GiftEventView, GiftLimits, GiftRow, PublicProfile, Send
 //
 // Round trips count more than statements: the batch holds the stream's lock
 // from its first statement to its commit, and every round trip waits for
-// the event loop, which is busy answering requests. So a batch is:
-//   1. one round trip of statements sent together (pipelined on the
-//      transaction's connection, run in order): lock the streams; lock the
-//      senders who limit their daily spend, with their spend and their debt;
-//      read the streaks the gifts may continue; read the gifts already sent
-//      under the batch's keys (retries), the gifts' prices and the creators'
-//      shares (the facts each gift was priced with, checked here);
-//   2. the ledger's statements, posting every accepted gift;
-//   3. one statement writing the gift events, the streams' totals and the
-//      top-gifters rankings; then the commit.
+// the event loop, which is busy answering requests. On PostgreSQL a batch is
+// a pipelined transaction of two round trips (Database.pipelined):
+//   1. BEGIN and the reads, sent together (run in order): lock the streams;
+//      lock the senders who limit their daily spend, with their spend and
+//      their debt; read the streaks the gifts may continue; read the gifts
+//      already sent under the batch's keys (retries), the gifts' prices and
+//      the creators' shares (the facts each gift was priced with, checked
+//      here);
+//   2. the ledger's statement, planned on the engine's expectations (it
+//      writes the postings only if every expectation holds), the statement
+//      writing the gift events, the streams' totals and the top-gifters
+//      rankings (only if the postings were written, found by their keys),
+//      and COMMIT.
+// When the ledger cannot plan on its expectations, or they turn out wrong
+// (nothing is written then), the batch runs again the usual way, in a
+// transaction of its own (giftBatch): the reads, the ledger's statements,
+// then the events, one step after the other.
 
 /** A gift checked and priced outside the database transaction, waiting for its batch. */
 export interface PendingGift {
@@ -64,17 +71,29 @@ export interface BatchResult {
   committed: GiftEvent[]
   /** The ledger transactions posted: for the ledger's listeners, after commit. */
   transactions: PostedTransaction[]
+  /** How the batch was written: pipelined (two round trips), or the usual way. */
+  way: 'pipelined' | 'usual'
 }
 
-export function writeGiftBatch(
-  db: Db,
+export async function writeGiftBatch(
+  database: Pick<Database, 'db' | 'pipelined'>,
   ledger: Ledger,
   limits: GiftLimits,
   batch: PendingGift[],
 ): Promise<BatchResult> {
-  return withTicket(ledger, batch, (ticket) =>
-    inTransaction(db, (tx) => giftBatch(tx, batch, ledger, limits, ticket)),
-  )
+  return withTicket(ledger, batch, async (ticket) => {
+    const { pipelined } = database
+    if (pipelined && ticket.guessing) {
+      const written = await pipelinedGiftBatch(pipelined, batch, ledger, limits, ticket).catch(() => {
+        // Nothing was committed: the usual way tells what went wrong.
+        ticket.taint()
+        return null
+      })
+      if (written) return { ...written, way: 'pipelined' }
+    }
+    const written = await inTransaction(database.db, (tx) => giftBatch(tx, batch, ledger, limits, ticket))
+    return { ...written, way: 'usual' }
+  })
 }
 
 /** The batch's place among the ledger's batches in flight, from before its transaction to after its end. */
@@ -94,30 +113,36 @@ async function withTicket<T>(
   }
 }
 
-async function giftBatch(
-  tx: Tx,
-  batch: PendingGift[],
-  ledger: Ledger,
-  limits: GiftLimits,
-  ticket: Ticket,
-): Promise<BatchResult> {
-  const outcomes: (Settled<BatchOutcome> | undefined)[] = new Array(batch.length)
-  // One round trip: the statements go out together, before any answer, and
-  // PostgreSQL runs them one after the other in the order they arrive. The
-  // three tx.execute calls take the same path to the connection, so they
-  // arrive in this order: the senders are locked after the streams, and the
-  // streaks are read once the streams are locked (they see every batch of
-  // the stream committed before this one). readKnown's reads need no order.
+/** What the batch's first round trip reads, and the gifts it decided to post. */
+interface Decided {
+  outcomes: (Settled<BatchOutcome> | undefined)[]
+  known: Known
+  streams: Map<string, StreamState>
+  senders: Map<string, SenderState>
+  combos: Map<string, LastCombo>
+  /** Indexes of the gifts to post, in batch order. */
+  candidates: number[]
+}
+
+/**
+ * The reads, in one round trip: the statements go out together, before any
+ * answer, and PostgreSQL runs them one after the other in the order they
+ * arrive. The three execute calls take the same path to the connection, so
+ * they arrive in this order: the senders are locked after the streams, and
+ * the streaks are read once the streams are locked (they see every batch of
+ * the stream committed before this one). readKnown's reads need no order.
+ * Then each gift is checked against what they found.
+ */
+async function readAndDecide(db: DbOrTx, batch: PendingGift[]): Promise<Decided> {
   const [known, streamRows, senderRows, comboRows] = await Promise.all([
-    readKnown(tx, batch),
-    tx.execute(lockStreams(batch)),
-    tx.execute(lockSenders(batch)),
-    tx.execute(lastCombos(batch)),
+    readKnown(db, batch),
+    db.execute(lockStreams(batch)),
+    db.execute(lockSenders(batch)),
+    db.execute(lastCombos(batch)),
   ])
   const streams = streamStates(streamRows)
   const senders = senderStates(senderRows)
-  const combos = lastCombosOf(comboRows)
-
+  const outcomes: (Settled<BatchOutcome> | undefined)[] = new Array(batch.length)
   const candidates: number[] = []
   for (const [i, gift] of batch.entries()) {
     const refusal = check(gift, known, streams, senders)
@@ -129,7 +154,63 @@ async function giftBatch(
     sender.spent += gift.split.coins
     candidates.push(i)
   }
+  return { outcomes, known, streams, senders, combos: lastCombosOf(comboRows), candidates }
+}
 
+/** The pipelined batch (two round trips); null: run it the usual way (nothing was written). */
+async function pipelinedGiftBatch(
+  pipelined: Pipelined,
+  batch: PendingGift[],
+  ledger: Ledger,
+  limits: GiftLimits,
+  ticket: Ticket,
+): Promise<Omit<BatchResult, 'way'> | null> {
+  return pipelined(async (tx) => {
+    const decided = await readAndDecide(tx.db, batch)
+    const { outcomes, candidates } = decided
+    const fast = await ledger.planFast(
+      tx.db,
+      candidates.map((i) => (batch[i] as PendingGift).posting),
+      ticket,
+    )
+    // A key twice in one batch is answered from the first's event: the usual way does that.
+    if (!fast || fast.hasTwins) return null
+    const posting = candidates.filter((_, k) => fast.accepted.has(k))
+    const planned = planEvents(batch, posting, decided)
+    const [ledgerRows = [], eventRows] = await tx.send(
+      [fast.statement, ...(planned.length > 0 ? [writeEvents(planned, decided.streams, limits)] : [])],
+      { commit: true },
+    )
+    const posted = fast.settle(ledgerRows)
+    if (!posted) return null
+    const written = eventsWritten(planned, eventRows)
+    const events: GiftEvent[] = []
+    const transactions: PostedTransaction[] = []
+    for (const [k, result] of posted.entries()) {
+      const index = candidates[k] as number
+      if (!result.ok) {
+        outcomes[index] = { ok: false, error: result.error }
+        continue
+      }
+      const event = written.get(index) as GiftEvent
+      events.push(event)
+      transactions.push(result.value.transaction)
+      outcomes[index] = answer(event, result.value, decided)
+    }
+    return done(outcomes, events, transactions)
+  })
+}
+
+/** The batch the usual way, inside the caller's transaction. */
+async function giftBatch(
+  tx: Tx,
+  batch: PendingGift[],
+  ledger: Ledger,
+  limits: GiftLimits,
+  ticket: Ticket,
+): Promise<Omit<BatchResult, 'way'>> {
+  const decided = await readAndDecide(tx, batch)
+  const { outcomes, candidates } = decided
   const posted = await ledger.postInTx(
     tx,
     candidates.map((i) => (batch[i] as PendingGift).posting),
@@ -144,26 +225,20 @@ async function giftBatch(
     else fresh.push({ index, result: result.value })
   }
 
+  const planned = planEvents(
+    batch,
+    fresh.map((f) => f.index),
+    decided,
+  )
+  const written =
+    planned.length > 0
+      ? eventsWritten(planned, await tx.execute(writeEvents(planned, decided.streams, limits)))
+      : new Map()
   const events = fresh.map(({ index, result }) => {
-    const gift = batch[index] as PendingGift
-    const event = giftEvent(gift, result, streams, combos, limits)
-    const wallet = result.transaction.entries.find((e) => e.direction === 'debit')
-    outcomes[index] = {
-      ok: true,
-      value: {
-        event: {
-          ...event,
-          gift: known.gifts.get(event.giftId),
-          creator: known.creators.get(event.creatorId),
-          sender: senders.get(event.senderId)?.profile,
-        },
-        walletCoins: wallet?.balanceAfter ?? null,
-        replayed: false,
-      },
-    }
+    const event = written.get(index) as GiftEvent
+    outcomes[index] = answer(event, result, decided)
     return event
   })
-  await writeEvents(tx, events, streams)
 
   // A key posted by a concurrent request meanwhile: its event is the answer.
   for (const { index, transactionId } of replayedIds) {
@@ -172,15 +247,41 @@ async function giftBatch(
       ? { ok: true, value: { event, walletCoins: null, replayed: true } }
       : refuse('IDEMPOTENCY_KEY_REUSED', 'this idempotency key was already used', 'input.idempotencyKey')
   }
+  return done(
+    outcomes,
+    events,
+    fresh.map((f) => f.result.transaction),
+  )
+}
+
+/** A posted gift's answer: its event with the rows the batch read, and the sender's balance after it. */
+function answer(event: GiftEvent, result: PostingResult, decided: Decided): Settled<BatchOutcome> {
+  const wallet = result.transaction.entries.find((e) => e.direction === 'debit')
+  return {
+    ok: true,
+    value: {
+      event: {
+        ...event,
+        gift: decided.known.gifts.get(event.giftId),
+        creator: decided.known.creators.get(event.creatorId),
+        sender: decided.senders.get(event.senderId)?.profile,
+      },
+      walletCoins: wallet?.balanceAfter ?? null,
+      replayed: false,
+    },
+  }
+}
+
+function done(
+  outcomes: (Settled<BatchOutcome> | undefined)[],
+  events: GiftEvent[],
+  transactions: PostedTransaction[],
+): Omit<BatchResult, 'way'> {
   const committed = [...events].sort(
     (a, b) =>
       (a.streamId ?? '').localeCompare(b.streamId ?? '') || Number((a.sequence ?? 0n) - (b.sequence ?? 0n)),
   )
-  return {
-    outcomes: outcomes as Settled<BatchOutcome>[],
-    committed,
-    transactions: fresh.map((f) => f.result.transaction),
-  }
+  return { outcomes: outcomes as Settled<BatchOutcome>[], committed, transactions }
 }
 
 /** Why a gift of the batch is not posted (a retry's answer is one), or undefined: post it. */
@@ -223,7 +324,7 @@ interface Known {
 }
 
 /** Retries, prices and shares: three statements for the whole batch. */
-async function readKnown(tx: Tx, batch: PendingGift[]): Promise<Known> {
+async function readKnown(tx: DbOrTx, batch: PendingGift[]): Promise<Known> {
   const keys = unique(batch.map((g) => g.posting.request.idempotencyKey))
   const giftIds = unique(batch.map((g) => g.input.giftId))
   const creatorIds = unique(batch.map((g) => g.creatorId))
@@ -265,44 +366,59 @@ function isStale(gift: PendingGift, known: Known): boolean {
   return gift.streamId === null && !creator.roles.includes('creator')
 }
 
-/** The event of a posted gift: its place in the stream and its streak. */
-function giftEvent(
-  gift: PendingGift,
-  result: PostingResult,
-  streams: Map<string, StreamState>,
-  combos: Map<string, { combo: number; at: number }>,
-  limits: GiftLimits,
-): GiftEvent {
-  const sentAt = result.transaction.postedAt
-  let sequence: bigint | null = null
-  let combo = gift.input.quantity
-  if (gift.streamId !== null) {
-    const stream = streams.get(gift.streamId) as StreamState
-    stream.lastSequence += 1n
-    stream.coins += gift.split.coins
-    sequence = stream.lastSequence
-    const key = comboKey(gift.streamId, gift.input.senderId, gift.input.giftId)
-    const at = Date.parse(normalizeTime(sentAt))
-    const last = combos.get(key)
-    if (last && at - last.at <= limits.comboWindowMs) combo += last.combo
-    combos.set(key, { combo, at })
-  }
-  return {
-    id: randomUUID(),
-    streamId: gift.streamId,
-    sequence,
-    senderId: gift.input.senderId,
-    creatorId: gift.creatorId,
-    giftId: gift.input.giftId,
-    quantity: gift.input.quantity,
-    coinCost: gift.giftCoinCost,
-    coins: gift.split.coins,
-    creatorCoins: gift.split.creatorCoins,
-    platformCoins: gift.split.platformCoins,
-    combo,
-    transactionId: result.transaction.id,
-    sentAt,
-  }
+/** A gift event as planned before it is written: its transaction, time and streak come from the statement that writes it. */
+interface PlannedEvent extends Omit<GiftEvent, 'transactionId' | 'sentAt' | 'combo'> {
+  /** The gift's index in the batch. */
+  index: number
+  /** Its ledger transaction's idempotency key. */
+  key: string
+  /** The quantities of its streak's gifts in this batch so far, its own included. */
+  chain: number
+  /** The streak's last gift before this batch, continued if it is within the window at this batch's time. */
+  before: LastCombo | undefined
+}
+
+/**
+ * The events of the gifts to post, in batch order: each one's place in its
+ * stream and its streak. A streak continues the last gift of the same
+ * (stream, sender, gift) if it came within the combo window; a batch's gifts
+ * share one time, so within a batch a streak always continues.
+ */
+function planEvents(batch: PendingGift[], indexes: number[], decided: Decided): PlannedEvent[] {
+  const chains = new Map<string, number>()
+  return indexes.map((index) => {
+    const gift = batch[index] as PendingGift
+    let sequence: bigint | null = null
+    let chain = gift.input.quantity
+    let before: LastCombo | undefined
+    if (gift.streamId !== null) {
+      const stream = decided.streams.get(gift.streamId) as StreamState
+      stream.lastSequence += 1n
+      stream.coins += gift.split.coins
+      sequence = stream.lastSequence
+      const key = comboKey(gift.streamId, gift.input.senderId, gift.input.giftId)
+      chain += chains.get(key) ?? 0
+      chains.set(key, chain)
+      before = decided.combos.get(key)
+    }
+    return {
+      index,
+      key: gift.posting.request.idempotencyKey,
+      id: randomUUID(),
+      streamId: gift.streamId,
+      sequence,
+      senderId: gift.input.senderId,
+      creatorId: gift.creatorId,
+      giftId: gift.input.giftId,
+      quantity: gift.input.quantity,
+      coinCost: gift.giftCoinCost,
+      coins: gift.split.coins,
+      creatorCoins: gift.split.creatorCoins,
+      platformCoins: gift.split.platformCoins,
+      chain,
+      before,
+    }
+  })
 }
 
 interface StreamState {
@@ -420,7 +536,13 @@ function lastCombos(batch: PendingGift[]) {
       ) e`
 }
 
-function lastCombosOf(result: unknown): Map<string, { combo: number; at: number }> {
+/** A streak's last gift: its combo and its time, as PostgreSQL's text. */
+interface LastCombo {
+  combo: number
+  at: string
+}
+
+function lastCombosOf(result: unknown): Map<string, LastCombo> {
   const rows = rowsOf<{
     stream_id: string
     sender_id: string
@@ -431,7 +553,7 @@ function lastCombosOf(result: unknown): Map<string, { combo: number; at: number 
   return new Map(
     rows.map((r) => [
       comboKey(r.stream_id, r.sender_id, r.gift_id),
-      { combo: r.combo, at: Date.parse(normalizeTime(r.sent_at)) },
+      { combo: Number(r.combo), at: r.sent_at },
     ]),
   )
 }
@@ -439,63 +561,114 @@ function lastCombosOf(result: unknown): Map<string, { combo: number; at: number 
 /**
  * The batch's gift events, the streams' new totals and each sender's place
  * in the streams' rankings (their coins summed over the batch first), in one
- * statement.
+ * statement, written only if every gift's ledger transaction was posted by
+ * this database transaction (found by its idempotency key): sent behind the
+ * ledger's statement without waiting for it, it writes nothing if that
+ * statement wrote nothing. Each event takes its transaction's id and time,
+ * and its streak continues the last one before the batch if that came
+ * within the window at this time (to the millisecond). Returns whether it
+ * wrote, and the events' transaction ids, streaks and times.
  */
-async function writeEvents(tx: Tx, events: GiftEvent[], streams: Map<string, StreamState>): Promise<void> {
-  if (events.length === 0) return
+function writeEvents(events: PlannedEvent[], streams: Map<string, StreamState>, limits: GiftLimits): SQL {
   const changed = [...streams].filter(([, s]) => s.coins > 0n)
-  const totals = new Map<string, { streamId: string; senderId: string; coins: bigint; at: string }>()
+  const totals = new Map<string, { streamId: string; senderId: string; coins: bigint }>()
   for (const e of events) {
     if (e.streamId === null) continue
     const key = `${e.streamId}|${e.senderId}`
-    const t = totals.get(key) ?? { streamId: e.streamId, senderId: e.senderId, coins: 0n, at: e.sentAt }
+    const t = totals.get(key) ?? { streamId: e.streamId, senderId: e.senderId, coins: 0n }
     t.coins += e.coins
-    t.at = e.sentAt
     totals.set(key, t)
   }
   const gifters = [...totals.values()]
-  const column = <T>(rows: T[], value: (row: T) => string | number | bigint | null) =>
-    sql.param(rows.map((row) => texts(value(row))))
+  const column = <T>(rows: T[], value: (row: T) => string | number | bigint | null | undefined) =>
+    sql.param(rows.map((row) => texts(value(row) ?? null)))
   // Timestamps travel as text: the postgres-js driver passes timestamptz[] parameters through unserialized.
-  await tx.execute(sql`
-    with events as (
-      insert into gift_events (id, stream_id, sequence, sender_id, creator_id, gift_id, quantity, coin_cost,
-                               coins, creator_coins, platform_coins, combo, transaction_id, sent_at)
-      select id, stream_id, sequence, sender_id, creator_id, gift_id, quantity, coin_cost,
-             coins, creator_coins, platform_coins, combo, transaction_id, sent_at::timestamptz
-        from unnest(
+  // A posting found without the others would be a bug that splits gifts from
+  // their events: the cast in `found` then fails the statement, and with it
+  // the transaction.
+  return sql`
+    with v as (
+      select * from unnest(
           ${column(events, (e) => e.id)}::uuid[], ${column(events, (e) => e.streamId)}::uuid[],
           ${column(events, (e) => e.sequence)}::bigint[], ${column(events, (e) => e.senderId)}::uuid[],
           ${column(events, (e) => e.creatorId)}::uuid[], ${column(events, (e) => e.giftId)}::uuid[],
           ${column(events, (e) => e.quantity)}::integer[], ${column(events, (e) => e.coinCost)}::bigint[],
           ${column(events, (e) => e.coins)}::bigint[], ${column(events, (e) => e.creatorCoins)}::bigint[],
-          ${column(events, (e) => e.platformCoins)}::bigint[], ${column(events, (e) => e.combo)}::integer[],
-          ${column(events, (e) => e.transactionId)}::bigint[], ${column(events, (e) => e.sentAt)}::text[])
+          ${column(events, (e) => e.platformCoins)}::bigint[], ${column(events, (e) => e.key)}::text[],
+          ${column(events, (e) => e.chain)}::integer[], ${column(events, (e) => e.before?.combo)}::integer[],
+          ${column(events, (e) => e.before?.at)}::text[])
           as v(id, stream_id, sequence, sender_id, creator_id, gift_id, quantity, coin_cost,
-               coins, creator_coins, platform_coins, combo, transaction_id, sent_at)
+               coins, creator_coins, platform_coins, key, chain, before_combo, before_at)
+    ), posted as materialized (
+      select v.*, t.id as transaction_id, t.posted_at,
+             v.chain + case when v.before_at is not null
+                              and extract(epoch from date_trunc('milliseconds', t.posted_at)
+                                                     - date_trunc('milliseconds', v.before_at::timestamptz)) * 1000
+                                  <= ${limits.comboWindowMs}
+                            then v.before_combo else 0 end as combo
+        from v join ledger_transactions t on t.idempotency_key = v.key and t.xact_id = txid_current()
+    ), found as materialized (
+      select case when count(*) in (0, ${events.length}) then count(*) = ${events.length}
+                  else ('gift batch: ' || count(*) || ' of ' || ${events.length} || ' postings found')::int = 0
+             end as ok,
+             max(posted_at) as at
+        from posted
+    ), events as (
+      insert into gift_events (id, stream_id, sequence, sender_id, creator_id, gift_id, quantity, coin_cost,
+                               coins, creator_coins, platform_coins, combo, transaction_id, sent_at)
+      select id, stream_id, sequence, sender_id, creator_id, gift_id, quantity, coin_cost,
+             coins, creator_coins, platform_coins, combo, transaction_id, posted_at
+        from posted where (select ok from found)
     ), totals as (
       update live_streams s set gift_coins = s.gift_coins + v.coins, last_sequence = v.last_sequence
         from unnest(${column(changed, ([id]) => id)}::uuid[], ${column(changed, ([, t]) => t.coins)}::bigint[],
                     ${column(changed, ([, t]) => t.lastSequence)}::bigint[]) as v(id, coins, last_sequence)
-       where s.id = v.id
+       where s.id = v.id and (select ok from found)
+    ), gifters as (
+      insert into stream_gifters (stream_id, sender_id, coins, last_gift_at)
+      select g.stream_id, g.sender_id, g.coins, (select at from found)
+        from unnest(${column(gifters, (t) => t.streamId)}::uuid[], ${column(gifters, (t) => t.senderId)}::uuid[],
+                    ${column(gifters, (t) => t.coins)}::bigint[]) as g(stream_id, sender_id, coins)
+       where (select ok from found)
+      on conflict (stream_id, sender_id)
+      do update set coins = stream_gifters.coins + excluded.coins, last_gift_at = excluded.last_gift_at
     )
-    insert into stream_gifters (stream_id, sender_id, coins, last_gift_at)
-    select stream_id, sender_id, coins, last_gift_at::timestamptz
-      from unnest(${column(gifters, (t) => t.streamId)}::uuid[], ${column(gifters, (t) => t.senderId)}::uuid[],
-                  ${column(gifters, (t) => t.coins)}::bigint[], ${column(gifters, (t) => t.at)}::text[])
-        as v(stream_id, sender_id, coins, last_gift_at)
-    on conflict (stream_id, sender_id)
-    do update set coins = stream_gifters.coins + excluded.coins, last_gift_at = excluded.last_gift_at`)
+    select (select ok from found) as written,
+           (select coalesce(json_agg(json_build_array(p.id, p.transaction_id::text, p.combo, p.posted_at::text)), '[]')
+              from posted p) as events`
+}
+
+/** The events writeEvents wrote, by the gift's index in the batch. */
+function eventsWritten(planned: PlannedEvent[], result: unknown): Map<number, GiftEvent> {
+  if (planned.length === 0) return new Map()
+  const [row] = rowsOf<{ written: boolean; events: unknown }>(result)
+  if (!row?.written) throw new Error('gift batch: the events were not written')
+  const list = (typeof row.events === 'string' ? JSON.parse(row.events) : row.events) as [
+    string,
+    string,
+    number,
+    string,
+  ][]
+  const byId = new Map(
+    list.map(([id, transactionId, combo, sentAt]) => [id, { transactionId, combo, sentAt }]),
+  )
+  const events = new Map<number, GiftEvent>()
+  for (const { index, key: _key, chain: _chain, before: _before, ...event } of planned) {
+    const written = byId.get(event.id)
+    if (!written) throw new Error(`gift batch: no event ${event.id} written`)
+    events.set(index, {
+      ...event,
+      transactionId: BigInt(written.transactionId),
+      combo: Number(written.combo),
+      sentAt: written.sentAt,
+    })
+  }
+  return events
 }
 
 /** A value as the text of an array element: bigints and numbers in full, null as null. */
 const texts = (value: string | number | bigint | null): string | null =>
   value === null ? null : String(value)
-
-/** PostgreSQL's text timestamps ("2026-11-25 22:30:01.123456+00") as something Date.parse reads. */
-function normalizeTime(text: string): string {
-  return text.includes('T') ? text : text.replace(' ', 'T').replace(/([+-]\d\d)$/, '$1:00')
-}
 
 const unique = <T>(values: T[]): T[] => [...new Set(values)]
 

@@ -1,5 +1,5 @@
 import { eq } from 'drizzle-orm'
-import type { Db } from '../db/client.js'
+import type { Db, Pipelined } from '../db/client.js'
 import { giftEvents } from '../db/schema.js'
 import { isUuid } from '../db/uuid.js'
 import { DomainError } from '../graphql/errors.js'
@@ -59,13 +59,23 @@ export class GiftService {
   private readonly batcher: Coalescer<PendingGift, BatchOutcome>
   private readonly listeners: ((events: GiftEvent[]) => void)[] = []
   private readonly facts: FactsCache
+  private readonly pipelined: Pipelined | undefined
+  /** Gift batches committed, by way: pipelined (two round trips) or the usual way (PGlite, or expectations found stale). */
+  readonly batches = { pipelined: 0, usual: 0 }
 
   constructor(
     private readonly db: Db,
     private readonly ledger: Ledger,
     private readonly limits: GiftLimits,
-    options: { batchSizeMax?: number; queueLengthMax?: number; factsCache?: FactsCacheOptions } = {},
+    options: {
+      batchSizeMax?: number
+      queueLengthMax?: number
+      factsCache?: FactsCacheOptions
+      /** Batches as pipelined transactions, two round trips each (PostgreSQL: Database.pipelined). */
+      pipelined?: Pipelined
+    } = {},
   ) {
+    this.pipelined = options.pipelined
     this.batcher = new Coalescer((batch) => this.writeBatch(batch), {
       batchSizeMax: options.batchSizeMax ?? 500,
       concurrency: 1,
@@ -259,12 +269,13 @@ export class GiftService {
   // ---- the batch ------------------------------------------------------------
 
   private async writeBatch(batch: PendingGift[]): Promise<Settled<BatchOutcome>[]> {
-    const { outcomes, committed, transactions } = await writeGiftBatch(
-      this.db,
+    const { outcomes, committed, transactions, way } = await writeGiftBatch(
+      { db: this.db, pipelined: this.pipelined },
       this.ledger,
       this.limits,
       batch,
     )
+    this.batches[way]++
     this.ledger.notifyCommitted(transactions)
     if (committed.length > 0) for (const listener of this.listeners) listener(committed)
     return outcomes

@@ -128,6 +128,7 @@ export function buildApp({
     database,
     live: () => ({ ...websocket.stats(), sseSubscriptions: eventStreams.size }),
     ledgerExpectations: () => services.ledger.expectations,
+    giftBatches: () => services.gifts.batches,
   })
   services.ledger.onCommitted((transactions) => metrics.ledgerCommitted(transactions))
   services.gifts.onCommitted((events) => metrics.giftsCommitted(events))

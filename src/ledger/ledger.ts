@@ -9,9 +9,11 @@ import { createHoldInTx, type PostHoldOptions, postHoldInTx, releaseHoldInTx, va
 import { checkIntegrity, type IntegrityReport } from './integrity.js'
 import {
   accountIdsOf,
+  type FastBatch,
   loadTransactions,
   mayGuess,
   type PreparedPosting,
+  planFastBatch,
   postBatchInOneTrip,
   postBatchInTx,
   type Settled,
@@ -129,6 +131,17 @@ export class Ledger {
    */
   postInTx(tx: Tx, batch: readonly PreparedPosting[], ticket?: Ticket): Promise<Settled<PostingResult>[]> {
     return postBatchInTx(tx, batch, {}, this.known, ticket)
+  }
+
+  /**
+   * For a capability that sends its postings inside its own pipelined
+   * transaction: the batch planned on the engine's expectations, as one
+   * statement (see FastBatch), under the batch's ticket (enter). Null: post it
+   * the usual way (postInTx, same ticket). Accounts it has no expectation
+   * of are read through `tx` (the caller's transaction).
+   */
+  planFast(tx: DbOrTx, batch: readonly PreparedPosting[], ticket: Ticket): Promise<FastBatch | null> {
+    return planFastBatch(tx, batch, this.known, ticket)
   }
 
   /**

@@ -195,6 +195,64 @@ function settle(
 }
 
 /**
+ * A batch planned on the engine's expectations, as one statement for the
+ * caller to send inside its own transaction: it locks the accounts and
+ * writes the batch only if every locked row is as expected and none of its
+ * keys or reversals exist yet. Nothing is known to be written until the
+ * statement's row is settled.
+ */
+export interface FastBatch {
+  readonly statement: SQL
+  /** The postings the plan accepts, by index in the batch (the others are refused, or twins of an earlier key). */
+  readonly accepted: ReadonlySet<number>
+  /** Some posting repeats the key of an earlier one of the batch. */
+  readonly hasTwins: boolean
+  /**
+   * The batch's outcomes from the statement's rows, or null if it wrote
+   * nothing: an expectation was wrong (the ticket now knows), and the batch
+   * must take the usual way (postBatchInTx with the same ticket).
+   */
+  settle(rows: readonly Record<string, unknown>[]): Settled<PostingResult>[] | null
+}
+
+/**
+ * Plans a batch on the engine's expectations (reading, outside any
+ * transaction, the accounts it has none for). Null when the batch must take
+ * the usual way: the ticket may not guess, or the accounts could not be
+ * expected (the ticket is tainted then).
+ */
+export async function planFastBatch(
+  db: DbOrTx,
+  batch: readonly PreparedPosting[],
+  known: AccountStates,
+  ticket: Ticket,
+): Promise<FastBatch | null> {
+  if (!ticket.guessing) return null
+  const ids = accountIdsOf(batch)
+  const { expected, guess } = await expectAndPlan(db, known, ids, batch)
+  if (!expected || !guess) {
+    ticket.taint()
+    return null
+  }
+  return {
+    statement: lockAndWriteSql(ids, batch, expected, guess),
+    accepted: new Set(guess.accepted.map((a) => a.index)),
+    hasTwins: guess.twins.length > 0,
+    settle(rows) {
+      const locked = readLocked(rows[0] as LockedRow | undefined, ids)
+      if (!locked.written) {
+        stale(known, ticket, expected, locked.states)
+        return null
+      }
+      known.expectations.held++
+      const posted = toPosted(guess.accepted, locked.transactionIds, locked.now)
+      setEntryIds(posted, locked.entryIds)
+      return settle(batch, guess, posted)
+    },
+  }
+}
+
+/**
  * The fast path as a whole database transaction in one round trip (BEGIN,
  * the lock-and-write statement, COMMIT; PostgreSQL): the hot accounts are
  * locked for the statement and the commit, with no answer to wait for in
@@ -209,35 +267,17 @@ export async function postBatchInOneTrip(
   known: AccountStates,
   ticket: Ticket,
 ): Promise<Settled<PostingResult>[] | null> {
-  if (!ticket.guessing) return null
-  const ids = accountIdsOf(batch)
-  let locked: ReturnType<typeof readLocked>
-  let guess: Plan
-  let expected: Map<bigint, AccountState> | null
   try {
-    const planned = await expectAndPlan(db, known, ids, batch)
-    if (!planned.expected || !planned.guess) {
-      ticket.taint()
-      return null
-    }
-    expected = planned.expected
-    guess = planned.guess
+    const fast = await planFastBatch(db, batch, known, ticket)
+    if (!fast) return null
     // Its plan is the same for any batch: arrays travel as one parameter each.
-    const [rows] = await oneTrip([lockAndWriteSql(ids, batch, expected, guess)], { genericPlans: true })
-    locked = readLocked(rows?.[0] as LockedRow | undefined, ids)
+    const [rows] = await oneTrip([fast.statement], { genericPlans: true })
+    return fast.settle(rows ?? [])
   } catch {
     // Nothing was committed: the usual way will tell what went wrong.
     ticket.taint()
     return null
   }
-  if (!locked.written) {
-    stale(known, ticket, expected, locked.states)
-    return null
-  }
-  known.expectations.held++
-  const posted = toPosted(guess.accepted, locked.transactionIds, locked.now)
-  setEntryIds(posted, locked.entryIds)
-  return settle(batch, guess, posted)
 }
 
 export function accountIdsOf(batch: readonly PreparedPosting[]): bigint[] {

@@ -39,6 +39,8 @@ export interface MetricsSources {
   live: () => LiveCounts
   /** The ledger's batches by how their plans fared (Ledger.expectations). */
   ledgerExpectations?: () => Readonly<{ held: number; stale: number }>
+  /** Gift batches committed by way (GiftService.batches). */
+  giftBatches?: () => Readonly<{ pipelined: number; usual: number }>
 }
 
 export class Metrics {
@@ -106,6 +108,7 @@ export class Metrics {
     this.registerPool(sources.database)
     this.registerInbox(sources.database)
     if (sources.ledgerExpectations) this.registerLedger(sources.ledgerExpectations)
+    if (sources.giftBatches) this.registerGiftBatches(sources.giftBatches)
   }
 
   /** The operation label of a client's operation name: bounded in number and shape. */
@@ -206,6 +209,21 @@ export class Metrics {
         this.reset()
         this.inc({ expectations: 'held' }, counts.held)
         this.inc({ expectations: 'stale' }, counts.stale)
+      },
+    })
+  }
+
+  private registerGiftBatches(batches: () => Readonly<{ pipelined: number; usual: number }>): void {
+    new Counter({
+      name: 'giftledger_gift_batches_total',
+      help: 'Gift batches committed: as a pipelined transaction of two round trips (pipelined), or the usual way (usual: on PGlite, or when the ledger found its expectations stale and the batch ran again).',
+      labelNames: ['way'] as const,
+      registers: [this.registry],
+      collect() {
+        const counts = batches()
+        this.reset()
+        this.inc({ way: 'pipelined' }, counts.pipelined)
+        this.inc({ way: 'usual' }, counts.usual)
       },
     })
   }
