@@ -394,6 +394,13 @@ describe('GET /metrics', () => {
       sample(text, 'giftledger_ledger_batches_total', { expectations: 'held' }) +
       sample(text, 'giftledger_ledger_batches_total', { expectations: 'stale' })
     expect(batches(after) - batches(before)).toBeGreaterThanOrEqual(1)
+    // Every gift batch is counted once, by the way it was written: pipelined on
+    // PostgreSQL (the accounts were not moved by another writer), usual on PGlite.
+    const giftBatches = (way: string) =>
+      sample(after, 'giftledger_gift_batches_total', { way }) -
+      sample(before, 'giftledger_gift_batches_total', { way })
+    expect(giftBatches('pipelined') + giftBatches('usual')).toBeGreaterThanOrEqual(1)
+    expect(giftBatches(app.database.kind === 'postgres' ? 'usual' : 'pipelined')).toBe(0)
     // The recharge of the first test, credited through the webhook: coins and money.
     expect(sample(after, 'giftledger_coins_moved_total', { kind: 'recharge' })).toBeGreaterThan(0)
     expect(

@@ -296,7 +296,7 @@ class OneTripConnection {
       const settled = await Promise.allSettled(queries)
       const failed = settled.find((r) => r.status === 'rejected')
       if (failed) {
-        if (isDatabaseUnavailable(failed.reason)) this.drop(reserving)
+        if (isDatabaseUnavailable(failed.reason)) this.drop(reserving, true)
         // Otherwise the COMMIT rolled the aborted transaction back.
         throw failed.reason
       }
@@ -304,7 +304,7 @@ class OneTripConnection {
         .slice(1, -1)
         .map((r) => [...(r as PromiseFulfilledResult<postgres.RowList<Record<string, unknown>[]>>).value])
     } catch (error) {
-      if (isDatabaseUnavailable(error)) this.drop(reserving)
+      if (isDatabaseUnavailable(error)) this.drop(reserving, true)
       throw error
     } finally {
       this.pool.transactions--
@@ -325,9 +325,16 @@ class OneTripConnection {
     if (this.connection) this.drop(this.connection)
   }
 
-  private drop(reserving: Promise<postgres.ReservedSql>): void {
+  /**
+   * Stops using the connection. A live one goes back to the pool; a broken
+   * one does not: the driver took it back when it closed, and releasing it
+   * would put the dead connection among the pool's open ones, where the next
+   * statement would fail on it.
+   */
+  private drop(reserving: Promise<postgres.ReservedSql>, broken = false): void {
     if (this.connection !== reserving) return
     this.connection = undefined
+    if (broken) return
     reserving.then(
       (connection) => connection.release(),
       () => {},
@@ -387,6 +394,7 @@ class PipelinedConnection {
     // flight): the first one that fails for that reason fails the whole
     // transaction at once, and so does a transaction that outlives every
     // timeout the server applies (statement_timeout, lock_timeout).
+    let reserved = false
     let isBroken = false
     let broke!: (error: unknown) => void
     const broken = new Promise<never>((_, reject) => {
@@ -428,6 +436,7 @@ class PipelinedConnection {
         PipelinedConnection.RESERVE_MS,
       )
       const connection = await watch(reserving).finally(() => clearTimeout(reserveTimer))
+      reserved = true
       // Not awaited: BEGIN leaves with the first statements work issues.
       watch(connection.sql.unsafe('begin').execute()).catch(() => {})
       const result = await watch(
@@ -458,11 +467,12 @@ class PipelinedConnection {
       if (!committing) await rollback(connection.sql)
       return result
     } catch (error) {
-      if (isBroken || isDatabaseUnavailable(error)) this.drop(reserving)
+      // Not reserved yet (the reservation timed out): released when it comes, unused.
+      if (!reserved) this.drop(reserving)
+      else if (isBroken || isDatabaseUnavailable(error)) this.drop(reserving, true)
       else if (!committing) {
-        const connection = await watch(reserving).catch(() => undefined)
-        if (connection) await rollback(connection.sql).catch(() => this.drop(reserving))
-        else this.drop(reserving)
+        const connection = await reserving
+        await rollback(connection.sql).catch(() => this.drop(reserving, true))
       }
       throw error
     } finally {
@@ -473,9 +483,11 @@ class PipelinedConnection {
     }
   }
 
-  private drop(reserving: Promise<{ sql: postgres.ReservedSql }>): void {
+  /** As OneTripConnection's: a broken connection is not released (the driver took it back when it closed). */
+  private drop(reserving: Promise<{ sql: postgres.ReservedSql }>, broken = false): void {
     if (this.connection !== reserving) return
     this.connection = undefined
+    if (broken) return
     reserving.then(
       ({ sql: connection }) => connection.release(),
       () => {},

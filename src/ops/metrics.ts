@@ -107,8 +107,20 @@ export class Metrics {
     this.registerLive(sources.live)
     this.registerPool(sources.database)
     this.registerInbox(sources.database)
-    if (sources.ledgerExpectations) this.registerLedger(sources.ledgerExpectations)
-    if (sources.giftBatches) this.registerGiftBatches(sources.giftBatches)
+    if (sources.ledgerExpectations)
+      this.registerCounts(
+        'giftledger_ledger_batches_total',
+        "Ledger batches planned on this instance's expectations of their accounts: written as planned (held) or found stale and planned again under the locks (stale). Stale batches climbing: another writer moves the same accounts.",
+        'expectations',
+        sources.ledgerExpectations,
+      )
+    if (sources.giftBatches)
+      this.registerCounts(
+        'giftledger_gift_batches_total',
+        'Gift batches committed: as a pipelined transaction of two round trips (pipelined), or the usual way (usual: on PGlite, when the ledger found its expectations stale and the batch ran again, for accounts another writer just moved, or after a broken connection).',
+        'way',
+        sources.giftBatches,
+      )
   }
 
   /** The operation label of a client's operation name: bounded in number and shape. */
@@ -198,32 +210,22 @@ export class Metrics {
     })
   }
 
-  private registerLedger(expectations: () => Readonly<{ held: number; stale: number }>): void {
+  /** A counter read at scrape from counts kept elsewhere: one series per key of `read()`, under `label`. */
+  private registerCounts(
+    name: string,
+    help: string,
+    label: string,
+    read: () => Readonly<Record<string, number>>,
+  ): void {
     new Counter({
-      name: 'giftledger_ledger_batches_total',
-      help: "Ledger batches planned on this instance's expectations of their accounts: written as planned (held) or found stale and planned again under the locks (stale). Stale batches climbing: another writer moves the same accounts.",
-      labelNames: ['expectations'] as const,
+      name,
+      help,
+      labelNames: [label],
       registers: [this.registry],
       collect() {
-        const counts = expectations()
+        const counts = read()
         this.reset()
-        this.inc({ expectations: 'held' }, counts.held)
-        this.inc({ expectations: 'stale' }, counts.stale)
-      },
-    })
-  }
-
-  private registerGiftBatches(batches: () => Readonly<{ pipelined: number; usual: number }>): void {
-    new Counter({
-      name: 'giftledger_gift_batches_total',
-      help: 'Gift batches committed: as a pipelined transaction of two round trips (pipelined), or the usual way (usual: on PGlite, or when the ledger found its expectations stale and the batch ran again).',
-      labelNames: ['way'] as const,
-      registers: [this.registry],
-      collect() {
-        const counts = batches()
-        this.reset()
-        this.inc({ way: 'pipelined' }, counts.pipelined)
-        this.inc({ way: 'usual' }, counts.usual)
+        for (const [value, count] of Object.entries(counts)) this.inc({ [label]: value }, count)
       },
     })
   }
