@@ -258,3 +258,19 @@ describe('introspection', () => {
     expect(body).toEqual({ data: { __type: { name: 'Gift' } } })
   })
 })
+
+describe('strings PostgreSQL cannot store', () => {
+  it('refuses a NUL in a literal every time the same document comes, and serves clean ones', async () => {
+    // Each document is checked once and its verdict remembered (input-guard.ts): it must hold on repeats.
+    // (A lone surrogate cannot be written in a literal: the GraphQL parser refuses its escape.)
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const { status, body } = await graphql(app, '{ __type(name: "Gift\\u0000") { name } }')
+      expect(status).toBe(400)
+      expect(body.errors?.[0]?.extensions?.code).toBe('BAD_USER_INPUT')
+    }
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const { body } = await graphql(app, '{ __type(name: "Gift") { name } }')
+      expect(body).toEqual({ data: { __type: { name: 'Gift' } } })
+    }
+  })
+})
