@@ -1,10 +1,10 @@
 import { sql } from 'drizzle-orm'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import type { Pipelined } from '../src/db/client.js'
+import type { OneTrip, Pipelined } from '../src/db/client.js'
 import { rowsOf } from '../src/db/rows.js'
 import { createTestDatabase, onPostgres, type TestDatabase } from './support/db.js'
 
-// Database.pipelined (src/db/client.ts): a transaction whose statements go
+// Database.pipelined and Database.oneTrip (src/db/client.ts): a transaction whose statements go
 // out without waiting for each other, on a connection reserved while such
 // transactions come. What it must never do: leave a transaction open on a
 // connection the pool gets back, commit what its caller did not ask to
@@ -93,5 +93,25 @@ describe.skipIf(!onPostgres)('pipelined transactions (PostgreSQL)', () => {
     })
     expect(await count()).toBe(cut === 'committed' ? 5 : 4)
     expect(later).not.toBe(pid)
+  })
+
+  it('fails a one-trip transaction at once when its connection was cut, and works again on a new one', async () => {
+    const oneTrip = t.database.oneTrip as OneTrip
+    const [first] = await oneTrip([sql`select pg_backend_pid() as pid`])
+    const pid = Number(first?.[0]?.pid)
+    await t.database.db.execute(sql`select pg_terminate_backend(${pid})`)
+    const before = await count()
+    const startedAt = Date.now()
+    const cut = await oneTrip([sql`insert into pipelined_probe values (9)`]).then(
+      () => 'committed',
+      () => 'failed',
+    )
+    expect(Date.now() - startedAt).toBeLessThan(5_000)
+    const [, later] = await oneTrip([
+      sql`insert into pipelined_probe values (10)`,
+      sql`select pg_backend_pid() as pid`,
+    ])
+    expect(Number(later?.[0]?.pid)).not.toBe(pid)
+    expect(await count()).toBe(before + (cut === 'committed' ? 2 : 1))
   })
 })

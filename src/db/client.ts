@@ -246,119 +246,203 @@ function openPostgres(url: string, poolMax: number, logger?: DrizzleLogger): Dat
 
 const dialect = new PgDialect()
 
+type Rows = Record<string, unknown>[]
+
 /**
- * The one-trip transactions' connection, reserved while trips come, and
- * given back to the pool after a second without any: a trip sent while
- * earlier ones are running is pipelined behind them on it, so PostgreSQL runs
- * them back to back in the order they were sent. (The ledger plans a batch on
- * what the batch before it will leave: in that order, its plans hold. On
- * separate connections, two sent together could take the locks in either
- * order.) A connection that fails is dropped; the next trip reserves another.
+ * One use of a reserved connection (a trip, a pipelined transaction), made
+ * to fail at once when the connection breaks. postgres.js settles only the
+ * statements in flight when a reserved connection's socket breaks: those
+ * sent on it afterwards, and a reservation asked for while the server was
+ * away, can stay unanswered for good. So the first statement that fails for
+ * want of the database fails the whole use, and so does a reservation, a
+ * ROLLBACK or the whole use left unanswered past its bound.
  */
-class OneTripConnection {
+class Guard {
+  /** The use failed because the connection, not a statement, did. */
+  broken = false
+  private fail!: (error: unknown) => void
+  private readonly failed = new Promise<never>((_, reject) => {
+    this.fail = (error) => {
+      this.broken = true
+      reject(error)
+    }
+  })
+  private readonly timer: NodeJS.Timeout
+
+  constructor(unansweredMs: number, what: string) {
+    this.failed.catch(() => {})
+    this.timer = setTimeout(() => this.fail(new Error(`database: ${what} went unanswered`)), unansweredMs)
+  }
+
+  /** `promise`, or the use's failure if that comes first (or `within` ms pass without an answer). */
+  watch<T>(promise: Promise<T>, within?: { ms: number; what: string }): Promise<T> {
+    promise.catch((error) => {
+      if (isDatabaseUnavailable(error)) this.fail(error)
+    })
+    if (!within) return Promise.race([promise, this.failed])
+    const timer = setTimeout(
+      () => this.fail(new Error(`database: ${within.what} went unanswered`)),
+      within.ms,
+    )
+    return Promise.race([promise, this.failed]).finally(() => clearTimeout(timer))
+  }
+
+  end(): void {
+    clearTimeout(this.timer)
+  }
+}
+
+/**
+ * A connection reserved from the pool while its users keep coming, and given
+ * back after IDLE_MS without any (reads need it more than an idle writer
+ * does; not at once: under load the next use is a moment away, and
+ * reserving again costs its pipelining). A broken one is forgotten, not
+ * given back: the driver took it back when it closed, and releasing it
+ * would put the dead connection among the pool's open ones, where the next
+ * statement would fail on it.
+ */
+abstract class ReservedConnection<C extends { sql: postgres.ReservedSql }> {
   static readonly IDLE_MS = 1_000
-  private connection: Promise<postgres.ReservedSql> | undefined
-  /** Trips sent and not yet answered. */
-  private inflight = 0
-  /** Gives the connection back to the pool once no trip has been sent for IDLE_MS. */
+  /** A pool that cannot lend a connection for this long is saturated or broken: the caller's usual way then. */
+  static readonly RESERVE_MS = 5_000
+  /** Past statement_timeout and lock_timeout together (postgresOptions): no live server leaves a use unanswered so long. */
+  static readonly UNANSWERED_MS = 45_000
+  static readonly ROLLBACK_MS = 2_000
+  private connection: Promise<C> | undefined
   private idleTimer: NodeJS.Timeout | undefined
+  /** Uses begun and not ended. */
+  private inUse = 0
 
   constructor(
-    private readonly client: postgres.Sql,
-    private readonly pool: PoolUse,
-    private readonly logger?: DrizzleLogger,
+    protected readonly client: postgres.Sql,
+    protected readonly pool: PoolUse,
+    protected readonly logger?: DrizzleLogger,
   ) {}
 
-  run: OneTrip = async (statements, options) => {
+  close(): void {
+    clearTimeout(this.idleTimer)
+    if (this.connection) this.drop(this.connection, false)
+  }
+
+  /** What a use needs besides the reserved connection itself. */
+  protected abstract wrap(reserved: postgres.ReservedSql): C
+
+  /**
+   * Runs one use of the connection (reserving it first if needed) under a
+   * guard. `cleanUp` runs when the use failed on a connection that did not
+   * break (a statement's error, the caller's): it must leave the connection
+   * out of any transaction, or throw.
+   */
+  protected async use<T>(
+    what: string,
+    work: (connection: C, guard: Guard) => Promise<T>,
+    cleanUp?: (connection: C, guard: Guard) => Promise<void>,
+  ): Promise<T> {
+    this.inUse++
+    clearTimeout(this.idleTimer)
     this.pool.transactions++
     this.pool.transactionsStarted++
-    this.inflight++
-    clearTimeout(this.idleTimer)
-    if (!this.connection) this.connection = this.client.reserve()
+    if (!this.connection) this.connection = this.client.reserve().then((reserved) => this.wrap(reserved))
     const reserving = this.connection
+    const guard = new Guard(ReservedConnection.UNANSWERED_MS, what)
+    let connection: C | undefined
     try {
-      const connection = await reserving
-      const queries = [
-        connection.unsafe(
-          options?.genericPlans ? 'begin; set local plan_cache_mode = force_generic_plan' : 'begin',
-        ),
-        ...statements.map((statement) => {
-          const query = dialect.sqlToQuery(statement)
-          this.logger?.logQuery(query.sql, query.params)
-          return connection.unsafe(query.sql, query.params as postgres.ParameterOrJSON<never>[], {
-            prepare: true,
-          })
-        }),
-        connection.unsafe('commit'),
-      ]
-      // Sent now, in this order, without waiting for any answer.
-      for (const query of queries) query.execute()
-      const settled = await Promise.allSettled(queries)
-      const failed = settled.find((r) => r.status === 'rejected')
-      if (failed) {
-        if (isDatabaseUnavailable(failed.reason)) this.drop(reserving, true)
-        // Otherwise the COMMIT rolled the aborted transaction back.
-        throw failed.reason
-      }
-      return settled
-        .slice(1, -1)
-        .map((r) => [...(r as PromiseFulfilledResult<postgres.RowList<Record<string, unknown>[]>>).value])
+      const reserved = await guard.watch(reserving, {
+        ms: ReservedConnection.RESERVE_MS,
+        what: 'the reservation of a connection',
+      })
+      // Given up by another use while this one waited for it: it goes back to the pool.
+      if (this.connection !== reserving) throw new Error('database: the reservation was given up')
+      connection = reserved
+      return await guard.watch(work(connection, guard))
     } catch (error) {
-      if (isDatabaseUnavailable(error)) this.drop(reserving, true)
+      // Not reserved (the reservation failed or timed out): given back when it comes, unused.
+      if (!connection) this.drop(reserving, false)
+      else if (guard.broken || isDatabaseUnavailable(error)) this.drop(reserving, true)
+      else if (cleanUp) await cleanUp(connection, guard).catch(() => this.drop(reserving, true))
       throw error
     } finally {
+      guard.end()
       this.pool.transactions--
-      // Idle for a while: the pool has its connection back (reads need it
-      // more than an idle writer does). Not at once: under load the next trip
-      // is a moment away, and reserving again costs its pipelining.
-      if (--this.inflight === 0) {
+      if (--this.inUse === 0) {
         this.idleTimer = setTimeout(() => {
-          if (this.inflight === 0) this.drop(reserving)
-        }, OneTripConnection.IDLE_MS)
+          if (this.inUse === 0) this.drop(reserving, false)
+        }, ReservedConnection.IDLE_MS)
         this.idleTimer.unref()
       }
     }
   }
 
-  close(): void {
-    clearTimeout(this.idleTimer)
-    if (this.connection) this.drop(this.connection)
-  }
-
-  /**
-   * Stops using the connection. A live one goes back to the pool; a broken
-   * one does not: the driver took it back when it closed, and releasing it
-   * would put the dead connection among the pool's open ones, where the next
-   * statement would fail on it.
-   */
-  private drop(reserving: Promise<postgres.ReservedSql>, broken = false): void {
+  private drop(reserving: Promise<C>, broken: boolean): void {
     if (this.connection !== reserving) return
     this.connection = undefined
     if (broken) return
     reserving.then(
-      (connection) => connection.release(),
+      ({ sql }) => sql.release(),
       () => {},
     )
   }
 }
 
+/**
+ * Sends `head` (raw text), the statements (prepared) and `tail` (raw text)
+ * on the connection at once, in this order, without waiting for any answer;
+ * resolves with each statement's rows, or throws the first failure. In a
+ * transaction, a statement that fails aborts it, and a COMMIT behind it then
+ * rolls it back.
+ */
+async function sendTogether(
+  connection: postgres.ReservedSql,
+  guard: Guard,
+  statements: readonly SQL[],
+  options: { head?: string; tail?: string; logger?: DrizzleLogger },
+): Promise<Rows[]> {
+  const raw = (text: string | undefined) => (text === undefined ? [] : [connection.unsafe(text).execute()])
+  const head = raw(options.head)
+  const queries = statements.map((statement) => {
+    const query = dialect.sqlToQuery(statement)
+    options.logger?.logQuery(query.sql, query.params)
+    return connection
+      .unsafe(query.sql, query.params as postgres.ParameterOrJSON<never>[], { prepare: true })
+      .execute()
+  })
+  const sent = [...head, ...queries, ...raw(options.tail)]
+  for (const query of sent) guard.watch(query).catch(() => {})
+  const settled = await guard.watch(Promise.allSettled(sent))
+  const failed = settled.find((r) => r.status === 'rejected')
+  if (failed) throw failed.reason
+  return settled
+    .slice(head.length, head.length + queries.length)
+    .map((r) => [...(r as PromiseFulfilledResult<postgres.RowList<Rows>>).value])
+}
+
+/**
+ * The one-trip transactions' connection: a trip sent while earlier ones are
+ * running is pipelined behind them on it, so PostgreSQL runs them back to
+ * back in the order they were sent. (The ledger plans a batch on what the
+ * batch before it will leave: in that order, its plans hold. On separate
+ * connections, two sent together could take the locks in either order.)
+ */
+class OneTripConnection extends ReservedConnection<{ sql: postgres.ReservedSql }> {
+  run: OneTrip = (statements, options) =>
+    // A failed statement needs no clean-up: the COMMIT sent behind it rolled the transaction back.
+    this.use('a one-trip transaction', (connection, guard) =>
+      sendTogether(connection.sql, guard, statements, {
+        head: options?.genericPlans ? 'begin; set local plan_cache_mode = force_generic_plan' : 'begin',
+        tail: 'commit',
+        logger: this.logger,
+      }),
+    )
+
+  protected wrap(reserved: postgres.ReservedSql) {
+    return { sql: reserved }
+  }
+}
+
 /** Pipelined transactions, one at a time, on a connection reserved while they come (Database.pipelined). */
-class PipelinedConnection {
-  /** Past statement_timeout and lock_timeout together (postgresOptions): no live server leaves a transaction unanswered so long. */
-  static readonly UNANSWERED_MS = 45_000
-  /** A pool that cannot lend a connection for this long is saturated or broken: the usual way then. */
-  static readonly RESERVE_MS = 5_000
-  static readonly ROLLBACK_MS = 2_000
-  private connection: Promise<{ sql: postgres.ReservedSql; db: Db }> | undefined
-  private idleTimer: NodeJS.Timeout | undefined
+class PipelinedConnection extends ReservedConnection<{ sql: postgres.ReservedSql; db: Db }> {
   /** The transaction running now; the next one starts once it has ended. */
   private last: Promise<unknown> = Promise.resolve()
-
-  constructor(
-    private readonly client: postgres.Sql,
-    private readonly pool: PoolUse,
-    private readonly logger?: DrizzleLogger,
-  ) {}
 
   run: Pipelined = (work) => {
     const turn = this.last.then(() => this.transaction(work))
@@ -366,131 +450,45 @@ class PipelinedConnection {
     return turn
   }
 
-  close(): void {
-    clearTimeout(this.idleTimer)
-    if (this.connection) this.drop(this.connection)
+  protected wrap(reserved: postgres.ReservedSql) {
+    preferPrepared(reserved)
+    // drizzle reads the driver's type options from its client; a reserved
+    // connection shares its pool's (which drizzle set up already).
+    Object.assign(reserved, { options: this.client.options })
+    return {
+      sql: reserved,
+      db: drizzlePostgres({ client: reserved, relations, logger: this.logger }) as unknown as Db,
+    }
   }
 
-  private async transaction<T>(work: (tx: PipelinedTx) => Promise<T>): Promise<T> {
-    clearTimeout(this.idleTimer)
-    this.pool.transactions++
-    this.pool.transactionsStarted++
-    if (!this.connection) {
-      this.connection = this.client.reserve().then((reserved) => {
-        preferPrepared(reserved)
-        // drizzle reads the driver's type options from its client; a reserved
-        // connection shares its pool's (which drizzle set up already).
-        Object.assign(reserved, { options: this.client.options })
-        return {
-          sql: reserved,
-          db: drizzlePostgres({ client: reserved, relations, logger: this.logger }) as unknown as Db,
-        }
-      })
-    }
-    const reserving = this.connection
-    let committing: Promise<unknown> | undefined
-    // A reserved connection whose socket broke can leave the statements sent
-    // on it after the break unanswered (postgres.js settles only those in
-    // flight): the first one that fails for that reason fails the whole
-    // transaction at once, and so does a transaction that outlives every
-    // timeout the server applies (statement_timeout, lock_timeout).
-    let reserved = false
-    let isBroken = false
-    let broke!: (error: unknown) => void
-    const broken = new Promise<never>((_, reject) => {
-      broke = (error) => {
-        isBroken = true
-        reject(error)
-      }
-    })
-    broken.catch(() => {})
-    const watchdog = setTimeout(
-      () => broke(new Error('database: a pipelined transaction went unanswered')),
-      PipelinedConnection.UNANSWERED_MS,
-    )
-    const watch = <T>(promise: Promise<T>): Promise<T> => {
-      promise.catch((error) => {
-        if (isDatabaseUnavailable(error)) broke(error)
-      })
-      return Promise.race([promise, broken])
-    }
-    // A live server answers a ROLLBACK at once: one left unanswered means a
-    // broken connection (given back then, never reused in a transaction).
-    const rollback = async (connection: postgres.ReservedSql) => {
-      const timer = setTimeout(
-        () => broke(new Error('database: a rollback went unanswered')),
-        PipelinedConnection.ROLLBACK_MS,
-      )
-      try {
-        await watch(connection.unsafe('rollback').execute())
-      } finally {
-        clearTimeout(timer)
-      }
-    }
-    try {
-      // postgres.js can leave a reservation waiting after the server came
-      // back (seen after a restart): past RESERVE_MS the batch goes the
-      // usual way, and the connection is given back whenever it comes.
-      const reserveTimer = setTimeout(
-        () => broke(new Error('database: no connection could be reserved')),
-        PipelinedConnection.RESERVE_MS,
-      )
-      const connection = await watch(reserving).finally(() => clearTimeout(reserveTimer))
-      reserved = true
-      // Not awaited: BEGIN leaves with the first statements work issues.
-      watch(connection.sql.unsafe('begin').execute()).catch(() => {})
-      const result = await watch(
-        work({
+  private transaction<T>(work: (tx: PipelinedTx) => Promise<T>): Promise<T> {
+    let committing = false
+    // A live server answers a ROLLBACK at once: one left unanswered means a broken connection.
+    const rollback = (sql: postgres.ReservedSql, guard: Guard) =>
+      guard
+        .watch(sql.unsafe('rollback').execute(), { ms: ReservedConnection.ROLLBACK_MS, what: 'a rollback' })
+        .then(() => undefined)
+    return this.use(
+      'a pipelined transaction',
+      async (connection, guard) => {
+        // Not awaited: BEGIN leaves with the first statements work issues.
+        guard.watch(connection.sql.unsafe('begin').execute()).catch(() => {})
+        const result = await work({
           db: connection.db,
-          send: async (statements, options) => {
-            const queries = statements.map((statement) => {
-              const query = dialect.sqlToQuery(statement)
-              this.logger?.logQuery(query.sql, query.params)
-              return connection.sql
-                .unsafe(query.sql, query.params as postgres.ParameterOrJSON<never>[], { prepare: true })
-                .execute()
+          send: (statements, options) => {
+            if (options?.commit) committing = true
+            return sendTogether(connection.sql, guard, statements, {
+              tail: options?.commit ? 'commit' : undefined,
+              logger: this.logger,
             })
-            if (options?.commit) committing = connection.sql.unsafe('commit').execute()
-            const sent = [...queries, ...(committing ? [committing] : [])]
-            for (const query of sent) watch(query).catch(() => {})
-            const settled = await watch(Promise.allSettled(sent))
-            const failed = settled.find((r) => r.status === 'rejected')
-            if (failed) throw failed.reason
-            return settled
-              .slice(0, queries.length)
-              .map((r) => [
-                ...(r as PromiseFulfilledResult<postgres.RowList<Record<string, unknown>[]>>).value,
-              ])
           },
-        }),
-      )
-      if (!committing) await rollback(connection.sql)
-      return result
-    } catch (error) {
-      // Not reserved yet (the reservation timed out): released when it comes, unused.
-      if (!reserved) this.drop(reserving)
-      else if (isBroken || isDatabaseUnavailable(error)) this.drop(reserving, true)
-      else if (!committing) {
-        const connection = await reserving
-        await rollback(connection.sql).catch(() => this.drop(reserving, true))
-      }
-      throw error
-    } finally {
-      clearTimeout(watchdog)
-      this.pool.transactions--
-      this.idleTimer = setTimeout(() => this.drop(reserving), OneTripConnection.IDLE_MS)
-      this.idleTimer.unref()
-    }
-  }
-
-  /** As OneTripConnection's: a broken connection is not released (the driver took it back when it closed). */
-  private drop(reserving: Promise<{ sql: postgres.ReservedSql }>, broken = false): void {
-    if (this.connection !== reserving) return
-    this.connection = undefined
-    if (broken) return
-    reserving.then(
-      ({ sql: connection }) => connection.release(),
-      () => {},
+        })
+        if (!committing) await rollback(connection.sql, guard)
+        return result
+      },
+      async (connection, guard) => {
+        if (!committing) await rollback(connection.sql, guard)
+      },
     )
   }
 }
