@@ -92,4 +92,22 @@ describe.skipIf(!onPostgres)('gift batches as pipelined transactions (PostgreSQL
     expect(app.services.gifts.batches).toEqual({ pipelined: before.pipelined, usual: before.usual + 2 })
     expect((await app.services.ledger.checkIntegrity()).problems).toEqual([])
   })
+
+  it('answers a key sent twice at once with one gift, debited once, whichever batches they land in', async () => {
+    const coins = async () => (await fan.ok('{ me { wallet { coins } } }')).me.wallet.coins as number
+    const before = await coins()
+    const twin = key()
+    // Gifts under other keys keep a batch in flight, so the twins queue and most often share the next one.
+    const sent = await Promise.all([
+      ...Array.from({ length: 6 }, () => send(1)),
+      fan.ok(SEND_GIFT, { giftId: roseId, liveStreamId: streamId, quantity: 2, idempotencyKey: twin }),
+      fan.ok(SEND_GIFT, { giftId: roseId, liveStreamId: streamId, quantity: 2, idempotencyKey: twin }),
+    ])
+    const [a, b] = sent.slice(-2).map((s) => s.sendGift)
+    expect(a.userErrors).toEqual([])
+    expect(b.userErrors).toEqual([])
+    expect(b.giftEvent.id).toBe(a.giftEvent.id)
+    expect(await coins()).toBe(before - 6 - 2)
+    expect((await app.services.ledger.checkIntegrity()).problems).toEqual([])
+  })
 })

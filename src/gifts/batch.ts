@@ -173,8 +173,13 @@ async function pipelinedGiftBatch(
       candidates.map((i) => (batch[i] as PendingGift).posting),
       ticket,
     )
-    // A key twice in one batch is answered from the first's event: the usual way does that.
-    if (!fast || fast.hasTwins) return null
+    if (!fast) return null
+    // A key twice in one batch is answered from the first's event: the usual way does that,
+    // planned under the locks (the plan made here was remembered, and will not be written).
+    if (fast.hasTwins) {
+      ticket.taint()
+      return null
+    }
     const posting = candidates.filter((_, k) => fast.accepted.has(k))
     const planned = planEvents(batch, posting, decided)
     const [ledgerRows = [], eventRows] = await tx.send(
