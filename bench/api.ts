@@ -38,7 +38,7 @@ import { fmt, summarize } from './support/stats.js'
 //
 //   npm run bench:api -- [--seconds 15] [--connections 64] [--warmup-seconds 2]
 //     [--senders 500] [--pool-max N] [--shapes noop,limit,gift,me,noop] [--wait-quiet 600]
-//     [--cpu-prof DIR] [--json]
+//     [--cpu-prof DIR] [--server-node-arg ARG ...] [--json]
 //
 // --wait-quiet S: before each shape, wait up to S seconds (polling every
 // 5 s) while the rest of the machine uses more than 10% of its CPU (another
@@ -46,6 +46,8 @@ import { fmt, summarize } from './support/stats.js'
 // reported either way.
 // --cpu-prof DIR: the server runs under node --cpu-prof and writes its
 // profile into DIR when it stops (profile one shape at a time: --shapes gift).
+// --server-node-arg ARG: an extra option for the server's node, repeatable
+// (--server-node-arg=--heap-prof, --server-node-arg=--max-semi-space-size=32).
 
 const TARGET_GIFT_RATIO = 0.7
 const TARGET_GIFT_P99_MS = 100
@@ -85,6 +87,8 @@ interface Options {
   shapes: ShapeName[]
   /** Profile the server (node --cpu-prof) into this directory; the profile is written when it stops. */
   cpuProfileDir: string | undefined
+  /** Extra arguments for the server's node (e.g. --heap-prof, --max-semi-space-size=32), for what-if runs. */
+  serverNodeArgs: string[]
   /** Before each shape, wait up to this long for other benchmarks and test runs to end. */
   waitQuietSeconds: number
   json: boolean
@@ -103,6 +107,7 @@ function parseOptions(argv: string[]): Options {
       senders: { type: 'string', default: '500' },
       'pool-max': { type: 'string' },
       'cpu-prof': { type: 'string' },
+      'server-node-arg': { type: 'string', multiple: true },
       'wait-quiet': { type: 'string', default: '600' },
       shapes: { type: 'string', default: 'noop,limit,gift,me,noop' },
       json: { type: 'boolean', default: false },
@@ -130,6 +135,7 @@ function parseOptions(argv: string[]): Options {
     poolMax: values['pool-max'] === undefined ? undefined : int(values['pool-max'], 'pool-max', 1),
     shapes: shapes as ShapeName[],
     cpuProfileDir: typeof values['cpu-prof'] === 'string' ? values['cpu-prof'] : undefined,
+    serverNodeArgs: (values['server-node-arg'] ?? []).filter((a): a is string => typeof a === 'string'),
     waitQuietSeconds: int(values['wait-quiet'], 'wait-quiet', 0),
     json: values.json === true,
   }
@@ -915,6 +921,7 @@ async function main(): Promise<void> {
     server = await startServerProcess({
       args: [
         ...(options.cpuProfileDir ? ['--cpu-prof', '--cpu-prof-dir', options.cpuProfileDir] : []),
+        ...options.serverNodeArgs,
         ...builtServerArgs(REPO_ROOT),
       ],
       cwd: REPO_ROOT,

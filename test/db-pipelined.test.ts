@@ -47,6 +47,13 @@ describe.skipIf(!onPostgres)('pipelined transactions (PostgreSQL)', () => {
     expect(await count()).toBe(2)
   })
 
+  it('plans on generic plans inside its transactions; the pool plans each execution', async () => {
+    const mode = sql`select current_setting('plan_cache_mode') as mode`
+    const [inside] = await pipelined((tx) => tx.send([mode], { commit: true }))
+    expect(inside).toEqual([{ mode: 'force_generic_plan' }])
+    expect(rowsOf(await t.database.db.execute(mode))).toEqual([{ mode: 'force_custom_plan' }])
+  })
+
   it('rolls back when a statement fails, and the next transaction starts clean', async () => {
     await expect(
       pipelined((tx) =>

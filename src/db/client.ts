@@ -54,7 +54,12 @@ export interface Database {
   /**
    * On PostgreSQL with a pool of three or more: pipelined transactions on a
    * connection reserved for them while they come (the gift batches). PGlite:
-   * undefined.
+   * undefined. Their statements run on generic plans (plan_cache_mode =
+   * force_generic_plan for the transaction): planned once per connection,
+   * like the one-trip transactions' with `genericPlans`, and so are the
+   * foreign-key checks of their inserts, which the pool's
+   * force_custom_plan otherwise plans again for every row (about 30% of
+   * PostgreSQL's CPU per gift, measured with perf in bench:api).
    */
   readonly pipelined?: Pipelined
   /** True when the database answers; never throws. */
@@ -416,6 +421,9 @@ async function sendTogether(
     .map((r) => [...(r as PromiseFulfilledResult<postgres.RowList<Rows>>).value])
 }
 
+/** BEGIN, with generic plans for this transaction only (OneTripOptions.genericPlans, Database.pipelined). */
+const GENERIC_PLANS_BEGIN = 'begin; set local plan_cache_mode = force_generic_plan'
+
 /**
  * The one-trip transactions' connection: a trip sent while earlier ones are
  * running is pipelined behind them on it, so PostgreSQL runs them back to
@@ -428,7 +436,7 @@ class OneTripConnection extends ReservedConnection<{ sql: postgres.ReservedSql }
     // A failed statement needs no clean-up: the COMMIT sent behind it rolled the transaction back.
     this.use('a one-trip transaction', (connection, guard) =>
       sendTogether(connection.sql, guard, statements, {
-        head: options?.genericPlans ? 'begin; set local plan_cache_mode = force_generic_plan' : 'begin',
+        head: options?.genericPlans ? GENERIC_PLANS_BEGIN : 'begin',
         tail: 'commit',
         logger: this.logger,
       }),
@@ -472,7 +480,10 @@ class PipelinedConnection extends ReservedConnection<{ sql: postgres.ReservedSql
       'a pipelined transaction',
       async (connection, guard) => {
         // Not awaited: BEGIN leaves with the first statements work issues.
-        guard.watch(connection.sql.unsafe('begin').execute()).catch(() => {})
+        // Generic plans for this transaction (see Database.pipelined): its
+        // statements and the foreign-key checks of its inserts are planned
+        // once per connection, not on every execution.
+        guard.watch(connection.sql.unsafe(GENERIC_PLANS_BEGIN).execute()).catch(() => {})
         const result = await work({
           db: connection.db,
           send: (statements, options) => {
