@@ -714,6 +714,8 @@ function report(
     checks: Check[]
     giftsPerCommit: number
     poolMax: string
+    /** node's options for the server (the serve script's, then --server-node-arg's). */
+    serverNodeOptions: string[]
     serverLogLines: number
     serverLogSummary: Map<string, number>
     othersAtStart: string[]
@@ -736,7 +738,7 @@ function report(
   lines.push(`date: ${machine.dateUtc}`)
   lines.push(`code: ${run.code}`)
   lines.push(
-    `load: autocannon, ${options.connections} connections, closed loop, ${options.seconds} s per shape after ${options.warmupSeconds} s warm-up; server: src/main.ts in its own process, NODE_ENV=production, DATABASE_POOL_MAX ${run.poolMax}, ${options.senders} funded senders`,
+    `load: autocannon, ${options.connections} connections, closed loop, ${options.seconds} s per shape after ${options.warmupSeconds} s warm-up; server: src/main.ts in its own process (node ${run.serverNodeOptions.join(' ')}), NODE_ENV=production, DATABASE_POOL_MAX ${run.poolMax}, ${options.senders} funded senders`,
   )
   lines.push('')
   lines.push(
@@ -921,8 +923,10 @@ async function main(): Promise<void> {
     server = await startServerProcess({
       args: [
         ...(options.cpuProfileDir ? ['--cpu-prof', '--cpu-prof-dir', options.cpuProfileDir] : []),
+        // The what-if options after the serve script's own, so that they win.
+        ...builtServerArgs(REPO_ROOT).slice(0, -1),
         ...options.serverNodeArgs,
-        ...builtServerArgs(REPO_ROOT),
+        ...builtServerArgs(REPO_ROOT).slice(-1),
       ],
       cwd: REPO_ROOT,
       env,
@@ -979,6 +983,7 @@ async function main(): Promise<void> {
       checks,
       giftsPerCommit,
       poolMax: options.poolMax === undefined ? '10 (default)' : String(options.poolMax),
+      serverNodeOptions: [...builtServerArgs(REPO_ROOT).slice(0, -1), ...options.serverNodeArgs],
       serverLogLines,
       serverLogSummary,
       othersAtStart,

@@ -26,17 +26,25 @@ export function freePort(host = '127.0.0.1'): Promise<number> {
 const built = new Set<string>()
 
 /**
- * Node's arguments for the server as production runs it: bundled by `npm run
- * build` (once per benchmark process) and run by plain node. Under tsx the
- * same server holds ~85 MB more (the loader's transforms), which the
- * benchmarks' memory figures would count.
+ * Node's arguments for the server as production runs it (`npm run serve`):
+ * bundled by `npm run build` (once per benchmark process) and run by plain
+ * node with the options of package.json's `serve` script, read from there so
+ * that the benchmarks cannot drift from it. Under tsx the same server holds
+ * ~85 MB more (the loader's transforms), which the benchmarks' memory figures
+ * would count.
  */
 export function builtServerArgs(cwd: string): string[] {
   if (!built.has(cwd)) {
     execFileSync('npm', ['run', '--silent', 'build'], { cwd, stdio: 'inherit' })
     built.add(cwd)
   }
-  return ['--enable-source-maps', 'dist/server/main.mjs']
+  const serve = (
+    JSON.parse(readFileSync(`${cwd}/package.json`, 'utf8')) as { scripts: Record<string, string> }
+  ).scripts.serve
+  const words = serve?.trim().split(/\s+/) ?? []
+  if (words[0] !== 'node' || words.at(-1) !== 'dist/server/main.mjs')
+    throw new Error(`package.json's serve script is not "node [options] dist/server/main.mjs": ${serve}`)
+  return words.slice(1)
 }
 
 export interface ServerProcess {
