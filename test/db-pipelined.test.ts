@@ -47,11 +47,13 @@ describe.skipIf(!onPostgres)('pipelined transactions (PostgreSQL)', () => {
     expect(await count()).toBe(2)
   })
 
-  it('plans on generic plans inside its transactions; the pool plans each execution', async () => {
-    const mode = sql`select current_setting('plan_cache_mode') as mode`
+  it('plans on generic plans, on indexes, inside its transactions (and one-trip ones that ask); the pool plans each execution', async () => {
+    const mode = sql`select current_setting('plan_cache_mode') as mode, current_setting('enable_seqscan') as seqscan`
     const [inside] = await pipelined((tx) => tx.send([mode], { commit: true }))
-    expect(inside).toEqual([{ mode: 'force_generic_plan' }])
-    expect(rowsOf(await t.database.db.execute(mode))).toEqual([{ mode: 'force_custom_plan' }])
+    expect(inside).toEqual([{ mode: 'force_generic_plan', seqscan: 'off' }])
+    expect(rowsOf(await t.database.db.execute(mode))).toEqual([{ mode: 'force_custom_plan', seqscan: 'on' }])
+    const [oneTrip] = await (t.database.oneTrip as OneTrip)([mode], { genericPlans: true })
+    expect(oneTrip).toEqual([{ mode: 'force_generic_plan', seqscan: 'off' }])
   })
 
   it('rolls back when a statement fails, and the next transaction starts clean', async () => {

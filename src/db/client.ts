@@ -421,8 +421,19 @@ async function sendTogether(
     .map((r) => [...(r as PromiseFulfilledResult<postgres.RowList<Rows>>).value])
 }
 
-/** BEGIN, with generic plans for this transaction only (OneTripOptions.genericPlans, Database.pipelined). */
-const GENERIC_PLANS_BEGIN = 'begin; set local plan_cache_mode = force_generic_plan'
+/**
+ * BEGIN, with generic plans for this transaction only (OneTripOptions.genericPlans,
+ * Database.pipelined). A generic plan is made once per connection and kept
+ * until an ANALYZE of its tables: one made while a table was small (a new
+ * database, the first minute of a benchmark) scanned it whole, and went on
+ * scanning it as it grew until autovacuum analyzed it (seen in bench:api:
+ * the events' statement read all of ledger_transactions per batch, and
+ * PostgreSQL's CPU per gift doubled). With sequential scans off, these
+ * statements, whose every lookup has an index, are planned on their indexes
+ * whatever the tables' sizes were then (the guard triggers do the same).
+ */
+const GENERIC_PLANS_BEGIN =
+  'begin; set local plan_cache_mode = force_generic_plan; set local enable_seqscan = off'
 
 /**
  * The one-trip transactions' connection: a trip sent while earlier ones are
