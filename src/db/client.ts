@@ -35,7 +35,9 @@ export interface OneTripOptions {
    * pool's sessions plan each execution for its values). For statements
    * whose best plan does not depend on their parameters' values: every
    * trip saves its planning, and so does every statement of the triggers
-   * the trip fires.
+   * the trip fires. Sequential scans are off in that transaction too
+   * (GENERIC_PLANS_BEGIN): a plan kept from when a table was small must
+   * not scan it whole once it has grown.
    */
   genericPlans?: boolean
 }
@@ -55,7 +57,8 @@ export interface Database {
    * On PostgreSQL with a pool of three or more: pipelined transactions on a
    * connection reserved for them while they come (the gift batches). PGlite:
    * undefined. Their statements run on generic plans (plan_cache_mode =
-   * force_generic_plan for the transaction): planned once per connection,
+   * force_generic_plan for the transaction, sequential scans off: see
+   * GENERIC_PLANS_BEGIN): planned once per connection,
    * like the one-trip transactions' with `genericPlans`, and so are the
    * foreign-key checks of their inserts, which the pool's
    * force_custom_plan otherwise plans again for every row (about 30% of
