@@ -38,6 +38,8 @@ import { fmt, summarize } from './support/stats.js'
 //
 //   npm run bench:api -- [--seconds 15] [--connections 64] [--warmup-seconds 2]
 //     [--senders 500] [--pool-max N] [--shapes noop,limit,gift,me,noop] [--wait-quiet 600]
+//   (shapes may repeat: with noop,gift,noop,gift,noop each gift run is also
+//   compared with the no-op runs beside it, and the median printed)
 //     [--cpu-prof DIR] [--server-node-arg ARG ...] [--json]
 //
 // --wait-quiet S: before each shape, wait up to S seconds (polling every
@@ -802,6 +804,33 @@ function report(
   }
   lines.push('')
   for (const c of run.checks) lines.push(`check ${c.ok ? 'pass' : 'FAIL'}: ${c.name} — ${c.detail}`)
+
+  // Each gift run against the no-op runs right beside it: on a machine whose
+  // speed drifts over minutes, a steadier ratio than the mean of all no-ops
+  // (--shapes noop,gift,noop,gift,noop,... for several pairs).
+  const paired = run.results.flatMap((r, i) => {
+    if (r.name !== 'gift') return []
+    const beside = [run.results[i - 1], run.results[i + 1]].filter(
+      (n): n is ShapeResult => n?.name === 'noop',
+    )
+    if (beside.length === 0) return []
+    const noopCpu = beside.reduce((a, n) => a + n.serverCpuMsPerRequest, 0) / beside.length
+    return [
+      { ratio: r.requestsPerSecond / mean(beside), cpu: r.serverCpuMsPerRequest / noopCpu, p99: r.p99Ms },
+    ]
+  })
+  if (paired.length > 1) {
+    const median = (xs: number[]) => {
+      const sorted = [...xs].sort((a, b) => a - b)
+      const mid = Math.floor(sorted.length / 2)
+      return sorted.length % 2 === 1
+        ? (sorted[mid] as number)
+        : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2
+    }
+    lines.push(
+      `gift runs against the no-op runs beside them: ${paired.map((p) => `${fmt(p.ratio, 2)} × (server CPU per request ${fmt(p.cpu, 2)} × the no-op's, p99 ${fmt(p.p99, 1)} ms)`).join('; ')}; median ${fmt(median(paired.map((p) => p.ratio)), 2)} ×, server CPU per request ${fmt(median(paired.map((p) => p.cpu)), 2)} ×`,
+    )
+  }
 
   let targetsMet = true
   const gifts = run.results.filter((r) => r.name === 'gift')
