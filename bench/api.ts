@@ -27,7 +27,7 @@ import {
   type ServerProcess,
   startServerProcess,
 } from './support/server-process.js'
-import { fmt, summarize } from './support/stats.js'
+import { fmt, median, summarize } from './support/stats.js'
 
 // The GraphQL API over HTTP on PostgreSQL: the real server (src/main.ts) in a
 // child process, autocannon in this one, a closed loop of N connections.
@@ -820,13 +820,6 @@ function report(
     ]
   })
   if (paired.length > 1) {
-    const median = (xs: number[]) => {
-      const sorted = [...xs].sort((a, b) => a - b)
-      const mid = Math.floor(sorted.length / 2)
-      return sorted.length % 2 === 1
-        ? (sorted[mid] as number)
-        : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2
-    }
     lines.push(
       `gift runs against the no-op runs beside them: ${paired.map((p) => `${fmt(p.ratio, 2)} × (server CPU per request ${fmt(p.cpu, 2)} × the no-op's, p99 ${fmt(p.p99, 1)} ms)`).join('; ')}; median ${fmt(median(paired.map((p) => p.ratio)), 2)} ×, server CPU per request ${fmt(median(paired.map((p) => p.cpu)), 2)} ×`,
     )
@@ -948,14 +941,16 @@ async function main(): Promise<void> {
         ...(options.poolMax === undefined ? {} : { DATABASE_POOL_MAX: String(options.poolMax) }),
       },
     })
+    const serveArgs = builtServerArgs(REPO_ROOT)
+    const serverScript = serveArgs.slice(-1)
+    const serverNodeOptions = [...serveArgs.slice(0, -1), ...options.serverNodeArgs]
     log(options, `server: ${scratch.name} on ${HOST}:${port} ...`)
     server = await startServerProcess({
       args: [
         ...(options.cpuProfileDir ? ['--cpu-prof', '--cpu-prof-dir', options.cpuProfileDir] : []),
         // The what-if options after the serve script's own, so that they win.
-        ...builtServerArgs(REPO_ROOT).slice(0, -1),
-        ...options.serverNodeArgs,
-        ...builtServerArgs(REPO_ROOT).slice(-1),
+        ...serverNodeOptions,
+        ...serverScript,
       ],
       cwd: REPO_ROOT,
       env,
@@ -1012,7 +1007,7 @@ async function main(): Promise<void> {
       checks,
       giftsPerCommit,
       poolMax: options.poolMax === undefined ? '10 (default)' : String(options.poolMax),
-      serverNodeOptions: [...builtServerArgs(REPO_ROOT).slice(0, -1), ...options.serverNodeArgs],
+      serverNodeOptions,
       serverLogLines,
       serverLogSummary,
       othersAtStart,

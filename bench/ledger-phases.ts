@@ -23,7 +23,7 @@ import {
 } from '../src/ledger/index.js'
 import { type PreparedPosting, postBatchInTx } from '../src/ledger/posting.js'
 import { createScratchDatabase } from './support/scratch.js'
-import { fmt } from './support/stats.js'
+import { fmt, median } from './support/stats.js'
 
 // Where a batch's time goes: the diagnosis behind bench/ledger.ts, not a
 // benchmark of its own. Writes batches of hot-creator gifts through the
@@ -128,11 +128,6 @@ async function timedBatch(ledger: Ledger, probe: Db, size: number): Promise<Phas
     totalMs: t6 - t0,
     nodeCpuMs: (cpu.user + cpu.system) / 1000,
   }
-}
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b)
-  return s[Math.floor(s.length / 2)] as number
 }
 
 async function grow(ledger: Ledger, database: Database, target: number): Promise<void> {

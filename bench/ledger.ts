@@ -22,7 +22,7 @@ import { type Interference, InterferenceMonitor } from './support/interference.j
 import { type PgbenchResult, runPgbenchHotRow } from './support/pgbench.js'
 import { createScratchDatabase, type MachineFacts, machineFacts } from './support/scratch.js'
 import { cpuByCommand, cpuDelta } from './support/server-process.js'
-import { CpuMeter, fmt, summarize } from './support/stats.js'
+import { CpuMeter, fmt, median, summarize } from './support/stats.js'
 
 // The ledger under gift-shaped load on PostgreSQL, against pgbench's hot-row
 // figure measured in the same run. Closed loop: each client awaits its
@@ -517,11 +517,6 @@ function report(
   }
   if (run.rounds.length > 0) {
     const ratios = run.rounds.map((r) => r.hot.postsPerSecond / r.pgbenchTps)
-    const sorted = [...ratios].sort((a, b) => a - b)
-    const median =
-      sorted.length % 2 === 1
-        ? (sorted[(sorted.length - 1) / 2] as number)
-        : ((sorted[sorted.length / 2 - 1] as number) + (sorted[sorted.length / 2] as number)) / 2
     const worstP99 = Math.max(...run.rounds.map((r) => r.hot.p99Ms))
     lines.push('')
     lines.push(
@@ -537,7 +532,7 @@ function report(
       (ratio, i) => ratio >= TARGET_RATIO && (run.rounds[i]?.hot.p99Ms ?? Infinity) <= TARGET_P99_MS,
     )
     lines.push(
-      `paired rounds (pgbench, then the hot shape, ${options.seconds} s each): median ${fmt(median, 2)}×, ${met.length} of ${ratios.length} rounds at or above ${TARGET_RATIO}× with p99 ≤ ${TARGET_P99_MS} ms; worst p99 ${fmt(worstP99, 1)} ms`,
+      `paired rounds (pgbench, then the hot shape, ${options.seconds} s each): median ${fmt(median(ratios), 2)}×, ${met.length} of ${ratios.length} rounds at or above ${TARGET_RATIO}× with p99 ≤ ${TARGET_P99_MS} ms; worst p99 ${fmt(worstP99, 1)} ms`,
     )
   }
   for (const line of lines) log(options, line)
