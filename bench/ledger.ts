@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { sql } from 'drizzle-orm'
 import postgres from 'postgres'
+import { LEDGER_LANES_DEFAULT } from '../src/config.js'
 import { type Database, type DatabaseConfig, openDatabase } from '../src/db/client.js'
 import { migrateDatabase } from '../src/db/migrate.js'
 import { rowsOf } from '../src/db/rows.js'
@@ -12,6 +13,7 @@ import {
   type AccountSpec,
   creatorEarnings,
   defaultLedgerOptions,
+  isShardedAccount,
   Ledger,
   type LedgerOptions,
   type PostingRequest,
@@ -30,7 +32,7 @@ import { CpuMeter, fmt, median, summarize } from './support/stats.js'
 // caller sees it (prepare, queue, batch, commit), not of the database alone.
 //
 //   npm run bench:ledger -- [--seconds 15] [--clients 64] [--pgbench-clients 16]
-//     [--batch-size-max N] [--concurrency N] [--pool-max 10] [--shapes many,hot,platform]
+//     [--batch-size-max N] [--concurrency N] [--lanes N] [--pool-max 10] [--shapes many,hot,platform]
 //     [--warmup-seconds 2] [--paired-rounds N] [--json]
 //   diagnostics: [--analyze] [--jit off] [--auto-explain-ms N] [--what-if-sql FILE]
 
@@ -129,6 +131,7 @@ function parseOptions(argv: string[]): Options {
       'pool-max': { type: 'string', default: '10' },
       'batch-size-max': { type: 'string', default: String(defaultLedgerOptions.batchSizeMax) },
       concurrency: { type: 'string', default: String(defaultLedgerOptions.concurrency) },
+      lanes: { type: 'string', default: String(LEDGER_LANES_DEFAULT) },
       'queue-length-max': { type: 'string', default: String(defaultLedgerOptions.queueLengthMax) },
       shapes: { type: 'string', default: SHAPE_NAMES.join(',') },
       jit: { type: 'string', default: 'server' },
@@ -166,6 +169,8 @@ function parseOptions(argv: string[]): Options {
       concurrency: int('concurrency', 1),
       queueLengthMax: int('queue-length-max', 1),
       contendedAccountMs: defaultLedgerOptions.contendedAccountMs,
+      lanes: int('lanes', 1),
+      sharded: isShardedAccount,
     },
     shapes: shapes as ShapeName[],
     jit: values.jit === 'off' ? 'off' : 'server',
@@ -457,7 +462,7 @@ function report(
   )
   lines.push(`date: ${machine.dateUtc}, engine: ${engine}`)
   lines.push(
-    `ledger: ${options.clients} closed-loop clients, ${options.seconds} s per shape after ${options.warmupSeconds} s warm-up, batchSizeMax ${options.ledger.batchSizeMax}, concurrency ${options.ledger.concurrency}, poolMax ${options.poolMax}${options.analyze ? ', ANALYZE before each shape' : ''}${options.whatIfSql ? `, what-if ${options.whatIfSql}` : ''}${options.jit === 'off' ? ', jit off for the benchmark database' : ''}`,
+    `ledger: ${options.clients} closed-loop clients, ${options.seconds} s per shape after ${options.warmupSeconds} s warm-up, batchSizeMax ${options.ledger.batchSizeMax}, concurrency ${options.ledger.concurrency} per lane, lanes ${options.ledger.lanes} (creator earnings and platform:commission sharded), poolMax ${options.poolMax}${options.analyze ? ', ANALYZE before each shape' : ''}${options.whatIfSql ? `, what-if ${options.whatIfSql}` : ''}${options.jit === 'off' ? ', jit off for the benchmark database' : ''}`,
   )
   lines.push(`baseline: ${baseline.command}`)
   lines.push('')

@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { LANES_MAX } from './ledger/lanes.js'
 
 // The runtime interface of ../shared/contract/RUNTIME.md, validated once at
 // start-up. A bad value stops start-up with a message naming the variable.
@@ -7,6 +8,9 @@ const optionalString = z
   .string()
   .optional()
   .transform((v) => (v === undefined || v.trim() === '' ? undefined : v))
+
+/** Writers the ledger posts through on PostgreSQL (src/ledger/lanes.ts), unless LEDGER_LANES says. */
+export const LEDGER_LANES_DEFAULT = 2
 
 const intInRange = (min: number, max: number, fallback: number) =>
   z
@@ -106,6 +110,8 @@ const envSchema = z
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     // Ledger: how many postings one coalesced database transaction may carry.
     LEDGER_BATCH_MAX: intInRange(1, 5000, 500),
+    // Ledger: writers on PostgreSQL, each on its own connection (src/ledger/lanes.ts); PGlite has one.
+    LEDGER_LANES: intInRange(1, LANES_MAX, LEDGER_LANES_DEFAULT),
     // Gifts: the most gifts one sendGift may carry, the platform's cap on the
     // coins of one sendGift, and how long a streak (combo) waits for the next gift.
     GIFT_QUANTITY_MAX: intInRange(1, 100_000, 999),
@@ -208,7 +214,7 @@ function toConfig(env: z.infer<typeof envSchema>) {
     payments: { timeoutMs: env.PAYMENT_PROVIDER_TIMEOUT_MS },
     inbox: { leaseMs: env.WEBHOOK_LEASE_MS },
     logLevel: env.LOG_LEVEL,
-    ledger: { batchSizeMax: env.LEDGER_BATCH_MAX },
+    ledger: { batchSizeMax: env.LEDGER_BATCH_MAX, lanes: env.LEDGER_LANES },
     seals: { intervalMs: env.LEDGER_SEAL_INTERVAL_MS, batchSizeMax: env.LEDGER_SEAL_BATCH_MAX },
     gifts: {
       quantityMax: env.GIFT_QUANTITY_MAX,

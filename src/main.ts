@@ -4,7 +4,7 @@ import { ConfigError, loadConfig } from './config.js'
 import { openDatabase } from './db/client.js'
 import { migrateDatabase } from './db/migrate.js'
 import { buildApp } from './http/server.js'
-import { startHoldExpiry } from './ledger/expiry.js'
+import { startHoldExpiry, startShardSweeps } from './ledger/expiry.js'
 import { configuredSecrets, createLogger } from './ops/logger.js'
 import { requestGraceMs, stopInOrder } from './ops/shutdown.js'
 import { startRechargeJobs } from './recharge/jobs.js'
@@ -49,6 +49,11 @@ try {
     onError: (err) => logger.error({ err }, 'hold expiry failed'),
     onExpired: (count) => logger.info({ count }, 'holds expired'),
   })
+  const stopShardSweeps = startShardSweeps(services.ledger, {
+    intervalMs: 5_000,
+    onError: (err) => logger.error({ err }, 'shard sweep failed; will retry'),
+    onSwept: (count) => logger.debug({ count }, 'shards swept'),
+  })
 
   const stopSealing = startSealing(services.seals, {
     intervalMs: config.seals.intervalMs,
@@ -85,6 +90,7 @@ try {
         { name: 'http', stop: () => app.stop() },
         { name: 'recharge jobs and webhook inbox', stop: stopRechargeJobs },
         { name: 'hold expiry', stop: stopHoldExpiry },
+        { name: 'shard sweeps', stop: stopShardSweeps },
         { name: 'sealing', stop: stopSealing },
         // The live bus (Redis connections, streak timers).
         { name: 'live', stop: () => services.live.stop() },

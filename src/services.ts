@@ -5,7 +5,7 @@ import { UserService } from './auth/users.js'
 import type { Config } from './config.js'
 import type { Database } from './db/client.js'
 import { GiftService } from './gifts/service.js'
-import { Ledger } from './ledger/index.js'
+import { isShardedAccount, Ledger } from './ledger/index.js'
 import { createLive, type Live } from './live/index.js'
 import { RedisBus } from './live/redis-bus.js'
 import { PayPalGateway } from './payments/paypal.js'
@@ -78,7 +78,11 @@ export interface ServiceHooks {
 }
 
 export function createServices(config: Config, database: Database, hooks: ServiceHooks = {}): Services {
-  const ledger = new Ledger(database, { batchSizeMax: config.ledger.batchSizeMax })
+  const ledger = new Ledger(database, {
+    batchSizeMax: config.ledger.batchSizeMax,
+    lanes: config.ledger.lanes,
+    sharded: isShardedAccount,
+  })
   const users = new UserService(database.db, ledger)
   const tokens = new TokenVerifier(loadJwtKey(config.jwt, config.env).key, {
     issuer: config.jwt.issuer,

@@ -24,6 +24,8 @@ describe('configuration', () => {
     [{ JWT_SECRET: 'short' }, 'JWT_SECRET'],
     [{ NODE_ENV: 'production' }, 'JWT_SECRET'],
     [{ LEDGER_BATCH_MAX: '-1' }, 'LEDGER_BATCH_MAX'],
+    [{ LEDGER_LANES: '9' }, 'LEDGER_LANES'],
+    [{ LEDGER_LANES: '0' }, 'LEDGER_LANES'],
     [{ LEDGER_SEAL_INTERVAL_MS: '10' }, 'LEDGER_SEAL_INTERVAL_MS'],
     [{ LEDGER_SEAL_BATCH_MAX: '0' }, 'LEDGER_SEAL_BATCH_MAX'],
     [{ SHUTDOWN_TIMEOUT_MS: '10' }, 'SHUTDOWN_TIMEOUT_MS'],

@@ -54,6 +54,13 @@ export interface Database {
    */
   readonly oneTrip?: OneTrip
   /**
+   * On PostgreSQL, with oneTrip: the one-trip writer of lane k (lane 0 is
+   * oneTrip), each on a connection of its own, created on first use (the
+   * ledger's lanes, src/ledger/lanes.ts). Trips of one lane run in the order
+   * sent; trips of different lanes run side by side.
+   */
+  readonly oneTripLane?: (lane: number) => OneTrip
+  /**
    * On PostgreSQL with a pool of three or more: pipelined transactions on a
    * connection reserved for them while they come (the gift batches). PGlite:
    * undefined. Their statements run on generic plans (plan_cache_mode =
@@ -233,7 +240,11 @@ function openPostgres(url: string, poolMax: number, logger?: DrizzleLogger): Dat
   countCalls(client, 'unsafe', pool, 'statements')
   countCalls(client, 'begin', pool, 'transactions')
   const db = drizzlePostgres({ client, relations, logger }) as unknown as Db
-  const writer = new OneTripConnection(client, pool, logger)
+  const writers = [new OneTripConnection(client, pool, logger)]
+  const writerOf = (lane: number): OneTripConnection => {
+    while (writers.length <= lane) writers.push(new OneTripConnection(client, pool, logger))
+    return writers[lane] as OneTripConnection
+  }
   const pipeline = new PipelinedConnection(client, pool, logger)
   return {
     kind: 'postgres',
@@ -241,11 +252,12 @@ function openPostgres(url: string, poolMax: number, logger?: DrizzleLogger): Dat
     pool,
     // Each writer keeps a connection while it is busy: with too small a
     // pool, nothing else could run.
-    oneTrip: poolMax >= 2 ? writer.run : undefined,
+    oneTrip: poolMax >= 2 ? writerOf(0).run : undefined,
+    oneTripLane: poolMax >= 2 ? (lane) => writerOf(lane).run : undefined,
     pipelined: poolMax >= 3 ? pipeline.run : undefined,
     ping: () => pingDb(db),
     close: () => {
-      writer.close()
+      for (const writer of writers) writer.close()
       pipeline.close()
       return client.end({ timeout: 5 })
     },

@@ -20,6 +20,11 @@ import { type AccountSpec, COIN, type Unit } from './types.js'
 // | platform:payouts_payable:<CUR>  | fiat | liability | creator payouts approved, not yet paid    |
 // | platform:creator_payouts:<CUR>  | fiat | expense   | the cost of creators' cashed-out coins    |
 // | platform:adjustments:<CUR>      | fiat | equity    | manual corrections                        |
+//
+// With the ledger's lanes (src/ledger/lanes.ts), the accounts that nearly
+// every gift credits (creator earnings, the platform's commission) have
+// shards, `<code>:shard<k>`, of the same type, unit and owner; the
+// account's balance is its own plus its shards'.
 
 export const userWallet = (userId: string): AccountSpec => ({
   code: `user:${userId}:wallet`,
@@ -66,3 +71,8 @@ export const platform = {
   creatorPayouts: (currency: Unit) => `platform:creator_payouts:${currency}`,
   adjustmentsIn: (currency: Unit) => `platform:adjustments:${currency}`,
 } as const
+
+const EARNINGS = /^user:[^:]+:earnings$/
+
+/** The accounts that nearly every gift credits: sharded across the ledger's lanes (LedgerOptions.sharded). */
+export const isShardedAccount = (code: string): boolean => code === platform.commission || EARNINGS.test(code)

@@ -1,4 +1,4 @@
-import { and, desc, eq, lte, sql } from 'drizzle-orm'
+import { and, desc, eq, inArray, lte, sql } from 'drizzle-orm'
 import type { Database, Db, DbOrTx, OneTrip, Tx } from '../db/client.js'
 import { rowsOf } from '../db/rows.js'
 import { ledgerAccounts, ledgerEntries, ledgerHolds } from '../db/schema.js'
@@ -7,6 +7,7 @@ import { Coalescer } from './coalescer.js'
 import { invalid, LedgerError } from './errors.js'
 import { createHoldInTx, type PostHoldOptions, postHoldInTx, releaseHoldInTx, validateHold } from './holds.js'
 import { checkIntegrity, type IntegrityReport } from './integrity.js'
+import { LANES_MAX, laneOf, shardCodes, shardParent, shardSpec } from './lanes.js'
 import {
   accountIdsOf,
   type FastBatch,
@@ -50,6 +51,18 @@ export interface LedgerOptions {
    * this process's expectations, which would be stale batch after batch.
    */
   contendedAccountMs: number
+  /**
+   * Writers, each with its own connection and batches, the postings split
+   * among them by debited account (src/ledger/lanes.ts). 1 to LANES_MAX; on
+   * PGlite (one connection) always 1.
+   */
+  lanes: number
+  /**
+   * Accounts credited by nearly every posting (a popular creator's earnings,
+   * the platform's commission): with lanes, each lane but the first credits
+   * a shard of them, so that the lanes do not wait on one row lock.
+   */
+  sharded: (code: string) => boolean
 }
 
 export const defaultLedgerOptions: LedgerOptions = {
@@ -57,6 +70,8 @@ export const defaultLedgerOptions: LedgerOptions = {
   concurrency: 2,
   queueLengthMax: 20_000,
   contendedAccountMs: 2_000,
+  lanes: 1,
+  sharded: () => false,
 }
 
 /**
@@ -67,24 +82,35 @@ export class Ledger {
   readonly accounts = new AccountDirectory()
   private readonly listeners = new Set<(transactions: PostedTransaction[]) => void>()
   private readonly expiryHooks = new Map<string, (tx: Tx, hold: Hold) => Promise<void>>()
-  private readonly coalescer: Coalescer<PreparedPosting, PostingResult>
+  /** Per lane: its postings' queue and batches; lane k writes on its own connection. */
+  private readonly lanes: Coalescer<PreparedPosting, PostingResult>[]
+  private readonly sharded: (code: string) => boolean
+  /** Shards credited since they were last swept, with their account (sweepShards). */
+  private readonly unswept = new Map<bigint, Account>()
   /** The balance read, built once: the hottest read there is (every `me { wallet { coins } }`). */
   private readonly balanceById: ReturnType<typeof prepareBalanceById>
   /** What this process expects its accounts' rows to hold: batches planned on it take the fast path. */
   private readonly known: AccountStates
 
   private readonly db: Db
-  /** PostgreSQL: a batch written on expectations goes as BEGIN, one statement and COMMIT in one round trip. */
-  private readonly oneTrip: OneTrip | undefined
 
   /** Takes the Database (PostgreSQL batches then go in one round trip) or a bare drizzle handle. */
   constructor(database: Database | Db, options: Partial<LedgerOptions> = {}) {
     const isDatabase = 'kind' in database && 'pool' in database
     this.db = isDatabase ? database.db : database
-    this.oneTrip = isDatabase ? database.oneTrip : undefined
     const opts = { ...defaultLedgerOptions, ...options }
+    if (!Number.isInteger(opts.lanes) || opts.lanes < 1 || opts.lanes > LANES_MAX)
+      throw new Error(`ledger: lanes must be 1 to ${LANES_MAX}, not ${opts.lanes}`)
+    // PostgreSQL: a batch written on expectations goes as BEGIN, one statement and COMMIT in one round trip.
+    const oneTrip = isDatabase ? database.oneTrip : undefined
+    const oneTripLane = isDatabase ? database.oneTripLane : undefined
+    const lanes = oneTrip && oneTripLane ? opts.lanes : 1
     this.known = new AccountStates(100_000, opts.contendedAccountMs)
-    this.coalescer = new Coalescer((batch) => this.writeBatch(batch), opts)
+    this.lanes = Array.from({ length: lanes }, (_, k) => {
+      const writer = k === 0 ? oneTrip : oneTripLane?.(k)
+      return new Coalescer<PreparedPosting, PostingResult>((batch) => this.writeBatch(batch, writer), opts)
+    })
+    this.sharded = opts.sharded
     this.balanceById = prepareBalanceById(this.db)
   }
 
@@ -121,7 +147,100 @@ export class Ledger {
    * is refused. A refusal throws a LedgerError and changes nothing.
    */
   async post(request: PostingRequest): Promise<PostingResult> {
-    return this.coalescer.submit(await this.prepare(request))
+    return this.submit(await this.prepare(request))
+  }
+
+  /** Writes a prepared posting in its lane, its credits to sharded accounts on that lane's shards. */
+  private async submit(prepared: PreparedPosting): Promise<PostingResult> {
+    const lanes = this.lanes.length
+    if (lanes === 1) return (this.lanes[0] as Coalescer<PreparedPosting, PostingResult>).submit(prepared)
+    // A debit of a sharded account finds its shards' coins in it.
+    for (const [i, entry] of prepared.request.entries.entries()) {
+      const account = prepared.accounts[i] as Account
+      if (entry.direction === 'debit' && this.sharded(account.code)) await this.sweep(account.code)
+    }
+    const lane = laneOf(prepared, lanes)
+    const posting = lane === 0 ? prepared : await this.onShards(prepared, lane)
+    return (this.lanes[lane] as Coalescer<PreparedPosting, PostingResult>).submit(posting)
+  }
+
+  /**
+   * The posting with its plain credits to sharded accounts moved to their
+   * shards of `lane`. Its request hash is the request's, as prepared: a
+   * retry is recognised whatever lane writes it.
+   */
+  private async onShards(prepared: PreparedPosting, lane: number): Promise<PreparedPosting> {
+    let accounts: Account[] | undefined
+    for (const [i, entry] of prepared.request.entries.entries()) {
+      const account = prepared.accounts[i] as Account
+      if (entry.direction !== 'credit' || prepared.routes?.[i] || !this.sharded(account.code)) continue
+      const [shard] = await this.accounts.resolve(this.db, [shardSpec(account, lane)])
+      accounts ??= [...prepared.accounts]
+      accounts[i] = shard as Account
+      this.unswept.set((shard as Account).id, account)
+    }
+    return accounts ? { ...prepared, accounts } : prepared
+  }
+
+  /**
+   * Moves the balance of each of an account's shards into it (one posting
+   * per shard with coins, kind `sweep`); returns how many were swept. Its
+   * balance, read as the sum, does not change. Idempotent: a shard is swept
+   * for its balance as of its last entry, under a key naming both.
+   */
+  async sweep(ref: AccountRef): Promise<number> {
+    const [account] = await this.accounts.resolve(this.db, [ref])
+    const parent = account as Account
+    if (shardParent(parent.code) !== null) throw invalid(`${parent.code} is a shard; sweep its account`)
+    const shards = await this.db
+      .select({
+        id: ledgerAccounts.id,
+        code: ledgerAccounts.code,
+        available: sql<string>`(${ledgerAccounts.balance} - ${ledgerAccounts.heldAmount})::text`,
+        lastSeq: ledgerAccounts.lastSeq,
+      })
+      .from(ledgerAccounts)
+      .where(inArray(ledgerAccounts.code, shardCodes(parent.code)))
+    let swept = 0
+    for (const shard of shards) {
+      const amount = BigInt(shard.available)
+      if (amount <= 0n) continue
+      const prepared = await this.prepare({
+        idempotencyKey: `sweep:${shard.id}:${shard.lastSeq}`,
+        kind: 'sweep',
+        description: `Sweep of ${shard.code} into ${parent.code}`,
+        entries: [
+          { account: shard.code, direction: 'debit', amount },
+          { account: parent.code, direction: 'credit', amount },
+        ],
+      })
+      try {
+        // Lane 0 credits the account itself: the sweep's credit stays on it.
+        await (this.lanes[0] as Coalescer<PreparedPosting, PostingResult>).submit(prepared)
+        swept++
+      } catch (error) {
+        // Another sweep (another instance) took the coins first: what is left waits for the next one.
+        if (!(error instanceof LedgerError && error.code === 'INSUFFICIENT_FUNDS')) throw error
+      }
+    }
+    return swept
+  }
+
+  /** Sweeps the shards credited since their last sweep (a background job: startShardSweeps). */
+  async sweepShards(): Promise<number> {
+    const parents = new Map<string, Account>()
+    for (const [id, parent] of this.unswept) {
+      this.unswept.delete(id)
+      parents.set(parent.code, parent)
+    }
+    let swept = 0
+    for (const code of parents.keys()) swept += await this.sweep(code)
+    return swept
+  }
+
+  /** Writers (lanes) this engine posts through. */
+  get laneCount(): number {
+    return this.lanes.length
   }
 
   /**
@@ -172,18 +291,21 @@ export class Ledger {
       description: options.description ?? `Reversal of transaction ${transactionId}`,
       metadata: options.metadata ?? {},
       entries: original.transaction.entries.map((e) => ({
-        account: e.accountCode,
+        // A shard's entry is reversed on its account (the shard may have been swept).
+        account: shardParent(e.accountCode) ?? e.accountCode,
         direction: e.direction === 'debit' ? 'credit' : 'debit',
         amount: e.amount,
       })),
     }
-    return this.coalescer.submit(await this.prepare(request, transactionId))
+    return this.submit(await this.prepare(request, transactionId))
   }
 
   /** Reserves an amount of an account until it is posted, voided or expires. */
   async hold(request: HoldRequest): Promise<{ hold: Hold; replayed: boolean }> {
     const accounts = await this.accounts.resolve(this.db, [request.account, request.counterAccount])
     const hash = validateHold(request, accounts)
+    if (this.lanes.length > 1 && this.sharded((accounts[0] as Account).code))
+      await this.sweep(request.account)
     const result = await inTransaction(this.db, (tx) => createHoldInTx(tx, request, accounts, hash))
     this.known.invalidate([result.hold.accountId])
     return result
@@ -193,6 +315,7 @@ export class Ledger {
    * A hold inside a caller's database transaction, for a capability that
    * writes its own rows with it (all or nothing). Resolve the accounts first,
    * outside the transaction: here they must exist.
+   * Sweep a sharded account first (sweep), outside the transaction.
    */
   async holdInTx(tx: Tx, request: HoldRequest): Promise<{ hold: Hold; replayed: boolean }> {
     const accounts = await this.accounts.resolve(tx, [request.account, request.counterAccount])
@@ -276,10 +399,15 @@ export class Ledger {
     return expired
   }
 
-  /** The current balance, read from the account row: constant time. */
+  /**
+   * The current balance, read from the account row: constant time. A sharded
+   * account's is the sum over it and its shards (at most LANES_MAX rows).
+   */
   async balance(ref: AccountRef): Promise<AccountBalance> {
     const [account] = await this.accounts.resolve(this.db, [ref])
-    const [row] = await this.balanceById.execute({ id: (account as Account).id })
+    const [row] = this.sharded((account as Account).code)
+      ? await this.shardedBalance(account as Account)
+      : await this.balanceById.execute({ id: (account as Account).id })
     if (!row)
       throw new LedgerError('UNKNOWN_ACCOUNT', `no account ${typeof ref === 'string' ? ref : ref.code}`)
     return {
@@ -301,18 +429,53 @@ export class Ledger {
   async balanceAt(ref: AccountRef, at: Date | string): Promise<bigint> {
     const [account] = await this.accounts.resolve(this.db, [ref])
     const instant = typeof at === 'string' ? at : at.toISOString()
+    const ids = [(account as Account).id]
+    if (this.sharded((account as Account).code)) {
+      const shards = await this.db
+        .select({ id: ledgerAccounts.id })
+        .from(ledgerAccounts)
+        .where(inArray(ledgerAccounts.code, shardCodes((account as Account).code)))
+      ids.push(...shards.map((s) => s.id))
+    }
+    let total = 0n
+    for (const id of ids) {
+      const [row] = await this.db
+        .select({ balanceAfter: ledgerEntries.balanceAfter })
+        .from(ledgerEntries)
+        .where(
+          and(eq(ledgerEntries.accountId, id), lte(ledgerEntries.postedAt, sql`${instant}::timestamptz`)),
+        )
+        .orderBy(desc(ledgerEntries.postedAt), desc(ledgerEntries.accountSeq))
+        .limit(1)
+      total += row?.balanceAfter ?? 0n
+    }
+    return total
+  }
+
+  /** A sharded account's row summed with its shards' (one statement; they sum to the same totals). */
+  private async shardedBalance(account: Account) {
+    const codes = [account.code, ...shardCodes(account.code)]
     const [row] = await this.db
-      .select({ balanceAfter: ledgerEntries.balanceAfter })
-      .from(ledgerEntries)
-      .where(
-        and(
-          eq(ledgerEntries.accountId, (account as Account).id),
-          lte(ledgerEntries.postedAt, sql`${instant}::timestamptz`),
-        ),
-      )
-      .orderBy(desc(ledgerEntries.postedAt), desc(ledgerEntries.accountSeq))
-      .limit(1)
-    return row?.balanceAfter ?? 0n
+      .select({
+        rows: sql<number>`count(*)::int`,
+        balance: sql<string>`sum(${ledgerAccounts.balance})::text`,
+        heldAmount: sql<string>`sum(${ledgerAccounts.heldAmount})::text`,
+        debitsTotal: sql<string>`sum(${ledgerAccounts.debitsTotal})::text`,
+        creditsTotal: sql<string>`sum(${ledgerAccounts.creditsTotal})::text`,
+        lastSeq: sql<string>`sum(${ledgerAccounts.lastSeq})::text`,
+      })
+      .from(ledgerAccounts)
+      .where(inArray(ledgerAccounts.code, codes))
+    if (!row || row.rows === 0) return []
+    return [
+      {
+        balance: BigInt(row.balance),
+        heldAmount: BigInt(row.heldAmount),
+        debitsTotal: BigInt(row.debitsTotal),
+        creditsTotal: BigInt(row.creditsTotal),
+        lastSeq: BigInt(row.lastSeq),
+      },
+    ]
   }
 
   /** Recomputes everything from the entries, on one consistent snapshot. */
@@ -333,7 +496,7 @@ export class Ledger {
 
   /** Postings waiting for a batch (for metrics). */
   get pendingPostings(): number {
-    return this.coalescer.pending
+    return this.lanes.reduce((n, lane) => n + lane.pending, 0)
   }
 
   /** The shortfallTo / repayFirst accounts of the entries, checked against their entries' accounts. */
@@ -368,11 +531,14 @@ export class Ledger {
     )
   }
 
-  private async writeBatch(batch: PreparedPosting[]): Promise<Settled<PostingResult>[]> {
+  private async writeBatch(
+    batch: PreparedPosting[],
+    oneTrip: OneTrip | undefined,
+  ): Promise<Settled<PostingResult>[]> {
     const ticket = await this.known.enter(accountIdsOf(batch), mayGuess(batch))
     try {
       const results =
-        (this.oneTrip && (await postBatchInOneTrip(this.db, this.oneTrip, batch, this.known, ticket))) ||
+        (oneTrip && (await postBatchInOneTrip(this.db, oneTrip, batch, this.known, ticket))) ||
         (await inTransaction(this.db, (tx) => postBatchInTx(tx, batch, {}, this.known, ticket)))
       this.notifyCommitted(results.flatMap((r) => (r.ok && !r.value.replayed ? [r.value.transaction] : [])))
       return results

@@ -20,6 +20,7 @@ export const TRANSACTION_KINDS = [
   'adjustment',
   'reversal',
   'hold_posted',
+  'sweep',
 ] as const
 export type TransactionKind = (typeof TRANSACTION_KINDS)[number]
 

@@ -106,6 +106,8 @@ export class PayoutService {
     const earnings = creatorEarnings(creatorId)
     // Accounts are created outside the transaction (a rolled-back creation must not be cached).
     await this.ledger.accounts.resolve(this.db, [earnings, platform.coinsIssued])
+    // Coins the ledger's lanes credited to the earnings' shards are held from the account itself.
+    await this.ledger.sweep(earnings)
 
     const id = await inTransaction(this.db, async (tx) => {
       // One request at a time per creator: the key check, the daily cap and
