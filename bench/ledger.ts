@@ -12,6 +12,7 @@ import { rowsOf } from '../src/db/rows.js'
 import {
   type AccountSpec,
   creatorEarnings,
+  defaultConcurrency,
   defaultLedgerOptions,
   isShardedAccount,
   Ledger,
@@ -130,7 +131,7 @@ function parseOptions(argv: string[]): Options {
       creators: { type: 'string', default: '100' },
       'pool-max': { type: 'string', default: '10' },
       'batch-size-max': { type: 'string', default: String(defaultLedgerOptions.batchSizeMax) },
-      concurrency: { type: 'string', default: String(defaultLedgerOptions.concurrency) },
+      concurrency: { type: 'string' },
       lanes: { type: 'string', default: String(LEDGER_LANES_DEFAULT) },
       'queue-length-max': { type: 'string', default: String(defaultLedgerOptions.queueLengthMax) },
       shapes: { type: 'string', default: SHAPE_NAMES.join(',') },
@@ -166,7 +167,7 @@ function parseOptions(argv: string[]): Options {
     poolMax: int('pool-max', 1),
     ledger: {
       batchSizeMax: int('batch-size-max', 1),
-      concurrency: int('concurrency', 1),
+      concurrency: values.concurrency === undefined ? undefined : int('concurrency', 1),
       queueLengthMax: int('queue-length-max', 1),
       contendedAccountMs: defaultLedgerOptions.contendedAccountMs,
       lanes: int('lanes', 1),
@@ -462,7 +463,7 @@ function report(
   )
   lines.push(`date: ${machine.dateUtc}, engine: ${engine}`)
   lines.push(
-    `ledger: ${options.clients} closed-loop clients, ${options.seconds} s per shape after ${options.warmupSeconds} s warm-up, batchSizeMax ${options.ledger.batchSizeMax}, concurrency ${options.ledger.concurrency} per lane, lanes ${options.ledger.lanes} (creator earnings and platform:commission sharded), poolMax ${options.poolMax}${options.analyze ? ', ANALYZE before each shape' : ''}${options.whatIfSql ? `, what-if ${options.whatIfSql}` : ''}${options.jit === 'off' ? ', jit off for the benchmark database' : ''}`,
+    `ledger: ${options.clients} closed-loop clients, ${options.seconds} s per shape after ${options.warmupSeconds} s warm-up, batchSizeMax ${options.ledger.batchSizeMax}, concurrency ${options.ledger.concurrency ?? `${defaultConcurrency(options.ledger.lanes)} (the engine's default)`} per lane, lanes ${options.ledger.lanes} (creator earnings and platform:commission sharded), poolMax ${options.poolMax}${options.analyze ? ', ANALYZE before each shape' : ''}${options.whatIfSql ? `, what-if ${options.whatIfSql}` : ''}${options.jit === 'off' ? ', jit off for the benchmark database' : ''}`,
   )
   lines.push(`baseline: ${baseline.command}`)
   lines.push('')

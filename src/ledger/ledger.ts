@@ -38,11 +38,13 @@ export interface LedgerOptions {
   /** Postings per coalesced database transaction. */
   batchSizeMax: number
   /**
-   * Batches written at once. 2 measured best on a hot account since batches
-   * in flight are planned on each other and pipelined on one connection (one
-   * is planned while the other runs); see BENCHMARKS.md.
+   * Batches written at once, per lane. With one lane, 2 measured best on a
+   * hot account since batches in flight are planned on each other and
+   * pipelined on one connection (one is planned while the other runs); with
+   * more lanes, 1 (the lanes overlap one another, and a second batch in
+   * flight halves every batch). Unset: that choice. See BENCHMARKS.md.
    */
-  concurrency: number
+  concurrency?: number
   /** Postings allowed to wait for a batch before new ones are refused. */
   queueLengthMax: number
   /**
@@ -67,12 +69,14 @@ export interface LedgerOptions {
 
 export const defaultLedgerOptions: LedgerOptions = {
   batchSizeMax: 500,
-  concurrency: 2,
   queueLengthMax: 20_000,
   contendedAccountMs: 2_000,
   lanes: 1,
   sharded: () => false,
 }
+
+/** Batches in flight per lane unless LedgerOptions.concurrency says: 2 with one lane, 1 with more. */
+export const defaultConcurrency = (lanes: number): number => (lanes > 1 ? 1 : 2)
 
 /**
  * The double-entry engine. Every coin and every cent moves through `post`
@@ -106,9 +110,13 @@ export class Ledger {
     const oneTripLane = isDatabase ? database.oneTripLane : undefined
     const lanes = oneTrip && oneTripLane ? opts.lanes : 1
     this.known = new AccountStates(100_000, opts.contendedAccountMs)
+    const concurrency = opts.concurrency ?? defaultConcurrency(lanes)
     this.lanes = Array.from({ length: lanes }, (_, k) => {
       const writer = k === 0 ? oneTrip : oneTripLane?.(k)
-      return new Coalescer<PreparedPosting, PostingResult>((batch) => this.writeBatch(batch, writer), opts)
+      return new Coalescer<PreparedPosting, PostingResult>((batch) => this.writeBatch(batch, writer), {
+        ...opts,
+        concurrency,
+      })
     })
     this.sharded = opts.sharded
     this.balanceById = prepareBalanceById(this.db)
