@@ -526,12 +526,12 @@ function report(
     const worstP99 = Math.max(...run.rounds.map((r) => r.hot.p99Ms))
     lines.push('')
     lines.push(
-      '| paired round | pgbench hot row TPS | hot posts/s | × pgbench | p99 ms | PostgreSQL CPU µs/post |',
+      '| paired round | pgbench hot row TPS | hot posts/s | × pgbench | p99 ms | PostgreSQL CPU µs/post | postings/batch | batches on expectations / stale |',
     )
-    lines.push('|---:|---:|---:|---:|---:|---:|')
+    lines.push('|---:|---:|---:|---:|---:|---:|---:|---:|')
     run.rounds.forEach((r, i) => {
       lines.push(
-        `| ${i + 1} | ${fmt(r.pgbenchTps)} | ${fmt(r.hot.postsPerSecond)} | ${fmt(ratios[i] as number, 2)} | ${fmt(r.hot.p99Ms, 1)} | ${fmt(r.hot.postgresUsPerPost)} |`,
+        `| ${i + 1} | ${fmt(r.pgbenchTps)} | ${fmt(r.hot.postsPerSecond)} | ${fmt(ratios[i] as number, 2)} | ${fmt(r.hot.p99Ms, 1)} | ${fmt(r.hot.postgresUsPerPost)} | ${fmt(r.hot.postingsPerBatch, 1)} | ${fmt(r.hot.expectationsHeld)} / ${fmt(r.hot.expectationsStale)} |`,
       )
     })
     const met = ratios.filter(

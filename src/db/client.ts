@@ -57,9 +57,11 @@ export interface Database {
    * On PostgreSQL, with oneTrip: the one-trip writer of lane k (lane 0 is
    * oneTrip), each on a connection of its own, created on first use (the
    * ledger's lanes, src/ledger/lanes.ts). Trips of one lane run in the order
-   * sent; trips of different lanes run side by side.
+   * sent; trips of different lanes run side by side. Undefined for a lane
+   * the pool cannot spare a connection for (lane k needs a pool of k + 3:
+   * the writers, the gift batches' pipeline, and one for everything else).
    */
-  readonly oneTripLane?: (lane: number) => OneTrip
+  readonly oneTripLane?: (lane: number) => OneTrip | undefined
   /**
    * On PostgreSQL with a pool of three or more: pipelined transactions on a
    * connection reserved for them while they come (the gift batches). PGlite:
@@ -253,7 +255,11 @@ function openPostgres(url: string, poolMax: number, logger?: DrizzleLogger): Dat
     // Each writer keeps a connection while it is busy: with too small a
     // pool, nothing else could run.
     oneTrip: poolMax >= 2 ? writerOf(0).run : undefined,
-    oneTripLane: poolMax >= 2 ? (lane) => writerOf(lane).run : undefined,
+    // Lane k's writer only while the writers, the gift pipeline and one more still fit in the pool.
+    oneTripLane:
+      poolMax >= 2
+        ? (lane) => (lane === 0 || lane + 3 <= poolMax ? writerOf(lane).run : undefined)
+        : undefined,
     pipelined: poolMax >= 3 ? pipeline.run : undefined,
     ping: () => pingDb(db),
     close: () => {

@@ -108,16 +108,22 @@ export class Ledger {
     // PostgreSQL: a batch written on expectations goes as BEGIN, one statement and COMMIT in one round trip.
     const oneTrip = isDatabase ? database.oneTrip : undefined
     const oneTripLane = isDatabase ? database.oneTripLane : undefined
-    const lanes = oneTrip && oneTripLane ? opts.lanes : 1
+    // As many lanes as asked for and the pool can give a writer to (one without a one-trip writer: PGlite).
+    const writers: (OneTrip | undefined)[] = [oneTrip]
+    while (oneTrip && writers.length < opts.lanes) {
+      const writer = oneTripLane?.(writers.length)
+      if (!writer) break
+      writers.push(writer)
+    }
     this.known = new AccountStates(100_000, opts.contendedAccountMs)
-    const concurrency = opts.concurrency ?? defaultConcurrency(lanes)
-    this.lanes = Array.from({ length: lanes }, (_, k) => {
-      const writer = k === 0 ? oneTrip : oneTripLane?.(k)
-      return new Coalescer<PreparedPosting, PostingResult>((batch) => this.writeBatch(batch, writer), {
-        ...opts,
-        concurrency,
-      })
-    })
+    const concurrency = opts.concurrency ?? defaultConcurrency(writers.length)
+    this.lanes = writers.map(
+      (writer) =>
+        new Coalescer<PreparedPosting, PostingResult>((batch) => this.writeBatch(batch, writer), {
+          ...opts,
+          concurrency,
+        }),
+    )
     this.sharded = opts.sharded
     this.balanceById = prepareBalanceById(this.db)
   }

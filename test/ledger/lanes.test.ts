@@ -1,5 +1,6 @@
 import { sql } from 'drizzle-orm'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { type DatabaseConfig, openDatabase } from '../../src/db/client.js'
 import { rowsOf } from '../../src/db/rows.js'
 import {
   creatorEarnings,
@@ -192,6 +193,24 @@ describe.skipIf(!onPostgres)('lanes on PostgreSQL', () => {
     expect(before.creator - after.creator).toBe(4n)
     expect(before.commission - after.commission).toBe(4n)
     expect((await ledger.checkIntegrity()).problems).toEqual([])
+  })
+
+  it('takes no more lanes than the pool can give a writer to', async () => {
+    for (const [poolMax, lanes] of [
+      [3, 1],
+      [4, 2],
+      [5, 3],
+    ] as const) {
+      const database = await openDatabase({ ...t.config, poolMax } as DatabaseConfig)
+      try {
+        expect(
+          new Ledger(database, { lanes: 8, sharded: isShardedAccount }).laneCount,
+          `pool ${poolMax}`,
+        ).toBe(lanes)
+      } finally {
+        await database.close()
+      }
+    }
   })
 
   it('sends a wallet’s postings to one lane, by its account id', async () => {
