@@ -62,23 +62,36 @@ describe.skipIf(!onPostgres)('lanes against a model (PostgreSQL)', () => {
 
   /** Commands run, by kind: the property must have exercised each. */
   const ran = new Map<string, number>()
-  /** After a command: it ran, and the engine agrees with the model. */
-  async function after(name: string, m: Model, real: Ledger) {
-    ran.set(name, (ran.get(name) ?? 0) + 1)
-    await agree(m, real)
+  /** A step of the model run: after it, the engine must agree with the model. */
+  abstract class Step implements Command {
+    abstract readonly name: string
+    check(_m: Readonly<Model>): boolean {
+      return true
+    }
+    abstract act(m: Model, real: Ledger): Promise<void>
+    async run(m: Model, real: Ledger) {
+      await this.act(m, real)
+      ran.set(this.name, (ran.get(this.name) ?? 0) + 1)
+      await agree(m, real)
+    }
   }
 
-  class Fund implements Command {
+  /** A gift request's three entries: the wallet's debit, the creator's and the commission's credits. */
+  const giftEntries = (request: PostingRequest) => {
+    const [debit, toCreator, toCommission] = request.entries
+    if (!debit || !toCreator || !toCommission) throw new Error('a gift has three entries')
+    return { debit, toCreator, toCommission }
+  }
+
+  class Fund extends Step {
     constructor(
       readonly wallet: number,
       readonly coins: bigint,
-    ) {}
-    check = () => true
-    async run(m: Model, real: Ledger) {
-      await this.act(m, real)
-      await after('Fund', m, real)
+    ) {
+      super()
     }
-    private async act(m: Model, real: Ledger) {
+    readonly name = 'Fund'
+    async act(m: Model, real: Ledger) {
       const wallet = m.wallets[this.wallet] as AccountSpec
       await real.post({
         idempotencyKey: `${m.run}:fund:${m.keys++}`,
@@ -90,7 +103,7 @@ describe.skipIf(!onPostgres)('lanes against a model (PostgreSQL)', () => {
       })
       add(m, wallet.code, this.coins)
     }
-    toString = () => `fund(${this.wallet}, ${this.coins})`
+    override toString = () => `fund(${this.wallet}, ${this.coins})`
   }
 
   /**
@@ -98,23 +111,17 @@ describe.skipIf(!onPostgres)('lanes against a model (PostgreSQL)', () => {
    * side. (One wallet's gifts sent at once may be decided in any order: each
    * waits for its accounts first.)
    */
-  class Burst implements Command {
-    constructor(readonly gifts: { wallet: number; coins: bigint }[]) {}
-    check = () => true
-    async run(m: Model, real: Ledger) {
-      await this.act(m, real)
-      await after('Burst', m, real)
+  class Burst extends Step {
+    constructor(readonly gifts: { wallet: number; coins: bigint }[]) {
+      super()
     }
-    private async act(m: Model, real: Ledger) {
+    readonly name = 'Burst'
+    async act(m: Model, real: Ledger) {
       const requests = this.gifts.map((g) => giftRequest(m, g.wallet, g.coins))
       const outcomes = await Promise.allSettled(requests.map((r) => real.post(r)))
       for (const [i, outcome] of outcomes.entries()) {
         const request = requests[i] as PostingRequest
-        const [debit, toCreator, toCommission] = request.entries as [
-          (typeof request.entries)[0],
-          (typeof request.entries)[0],
-          (typeof request.entries)[0],
-        ]
+        const { debit, toCreator, toCommission } = giftEntries(request)
         const code = (debit.account as AccountSpec).code
         const affordable = balance(m, code) >= debit.amount
         if (outcome.status === 'rejected') {
@@ -130,39 +137,34 @@ describe.skipIf(!onPostgres)('lanes against a model (PostgreSQL)', () => {
         m.gifts.push({ request, result: outcome.value, reversed: false })
       }
     }
-    toString = () => `burst(${this.gifts.map((g) => `${g.wallet}:${g.coins}`).join(' ')})`
+    override toString = () => `burst(${this.gifts.map((g) => `${g.wallet}:${g.coins}`).join(' ')})`
   }
 
-  class Retry implements Command {
-    constructor(readonly pick: number) {}
-    check = (m: Readonly<Model>) => m.gifts.length > 0
-    async run(m: Model, real: Ledger) {
-      await this.act(m, real)
-      await after('Retry', m, real)
+  /** A step on a gift sent earlier in the run, picked by index. */
+  abstract class OnGift extends Step {
+    constructor(readonly pick: number) {
+      super()
     }
-    private async act(m: Model, real: Ledger) {
-      const gift = m.gifts[this.pick % m.gifts.length] as Model['gifts'][number]
+    override check = (m: Readonly<Model>) => m.gifts.length > 0
+    protected gift = (m: Model) => m.gifts[this.pick % m.gifts.length] as Model['gifts'][number]
+  }
+
+  class Retry extends OnGift {
+    readonly name = 'Retry'
+    async act(m: Model, real: Ledger) {
+      const gift = this.gift(m)
       const again = await real.post(gift.request)
       expect(again.replayed).toBe(true)
       expect(again.transaction.id).toBe(gift.result.transaction.id)
     }
-    toString = () => `retry(${this.pick})`
+    override toString = () => `retry(${this.pick})`
   }
 
-  class Reverse implements Command {
-    constructor(readonly pick: number) {}
-    check = (m: Readonly<Model>) => m.gifts.length > 0
-    async run(m: Model, real: Ledger) {
-      await this.act(m, real)
-      await after('Reverse', m, real)
-    }
-    private async act(m: Model, real: Ledger) {
-      const gift = m.gifts[this.pick % m.gifts.length] as Model['gifts'][number]
-      const [debit, toCreator, toCommission] = gift.request.entries as [
-        (typeof gift.request.entries)[0],
-        (typeof gift.request.entries)[0],
-        (typeof gift.request.entries)[0],
-      ]
+  class Reverse extends OnGift {
+    readonly name = 'Reverse'
+    async act(m: Model, real: Ledger) {
+      const gift = this.gift(m)
+      const { debit, toCreator, toCommission } = giftEntries(gift.request)
       const outcome = await real
         .reverse(gift.result.transaction.id, { idempotencyKey: `${m.run}:rev:${m.keys++}` })
         .then(
@@ -186,18 +188,16 @@ describe.skipIf(!onPostgres)('lanes against a model (PostgreSQL)', () => {
       add(m, m.creator.code, -toCreator.amount)
       add(m, platform.commission, -toCommission.amount)
     }
-    toString = () => `reverse(${this.pick})`
+    override toString = () => `reverse(${this.pick})`
   }
 
   /** A payout of the creator's whole balance, or of more than it: the shards are swept into it first. */
-  class Payout implements Command {
-    constructor(readonly extra: bigint) {}
-    check = () => true
-    async run(m: Model, real: Ledger) {
-      await this.act(m, real)
-      await after('Payout', m, real)
+  class Payout extends Step {
+    constructor(readonly extra: bigint) {
+      super()
     }
-    private async act(m: Model, real: Ledger) {
+    readonly name = 'Payout'
+    async act(m: Model, real: Ledger) {
       const coins = balance(m, m.creator.code) + this.extra
       if (coins <= 0n) return
       const outcome = await real
@@ -219,20 +219,18 @@ describe.skipIf(!onPostgres)('lanes against a model (PostgreSQL)', () => {
       expect(outcome).toBe(this.extra === 0n)
       if (outcome) add(m, m.creator.code, -coins)
     }
-    toString = () => `payout(+${this.extra})`
+    override toString = () => `payout(+${this.extra})`
   }
 
-  class Sweep implements Command {
-    constructor(readonly commission: boolean) {}
-    check = () => true
-    async run(m: Model, real: Ledger) {
-      await this.act(m, real)
-      await after('Sweep', m, real)
+  class Sweep extends Step {
+    constructor(readonly commission: boolean) {
+      super()
     }
-    private async act(m: Model, real: Ledger) {
+    readonly name = 'Sweep'
+    async act(m: Model, real: Ledger) {
       await real.sweep(this.commission ? platform.commission : m.creator)
     }
-    toString = () => `sweep(${this.commission ? 'commission' : 'creator'})`
+    override toString = () => `sweep(${this.commission ? 'commission' : 'creator'})`
   }
 
   async function agree(m: Model, real: Ledger) {
