@@ -122,6 +122,8 @@ export class Ledger {
         new Coalescer<PreparedPosting, PostingResult>((batch) => this.writeBatch(batch, writer), {
           ...opts,
           concurrency,
+          // The engine's bound on waiting postings, shared among its lanes.
+          queueLengthMax: Math.max(1, Math.ceil(opts.queueLengthMax / writers.length)),
         }),
     )
     this.sharded = opts.sharded
@@ -166,13 +168,13 @@ export class Ledger {
 
   /** Writes a prepared posting in its lane, its credits to sharded accounts on that lane's shards. */
   private async submit(prepared: PreparedPosting): Promise<PostingResult> {
-    const lanes = this.lanes.length
-    if (lanes === 1) return (this.lanes[0] as Coalescer<PreparedPosting, PostingResult>).submit(prepared)
-    // A debit of a sharded account finds its shards' coins in it.
+    // A debit of a sharded account finds its shards' coins in it, with one
+    // lane too: shards credited while there were more keep their coins.
     for (const [i, entry] of prepared.request.entries.entries()) {
       const account = prepared.accounts[i] as Account
       if (entry.direction === 'debit' && this.sharded(account.code)) await this.sweep(account.code)
     }
+    const lanes = this.lanes.length
     const lane = laneOf(prepared, lanes)
     const posting = lane === 0 ? prepared : await this.onShards(prepared, lane)
     return (this.lanes[lane] as Coalescer<PreparedPosting, PostingResult>).submit(posting)
@@ -242,13 +244,20 @@ export class Ledger {
 
   /** Sweeps the shards credited since their last sweep (a background job: startShardSweeps). */
   async sweepShards(): Promise<number> {
-    const parents = new Map<string, Account>()
-    for (const [id, parent] of this.unswept) {
-      this.unswept.delete(id)
-      parents.set(parent.code, parent)
-    }
+    const byParent = new Map<string, [bigint, Account][]>()
+    for (const [id, parent] of this.unswept)
+      byParent.set(parent.code, [...(byParent.get(parent.code) ?? []), [id, parent]])
     let swept = 0
-    for (const code of parents.keys()) swept += await this.sweep(code)
+    for (const [code, shards] of byParent) {
+      for (const [id] of shards) this.unswept.delete(id)
+      try {
+        swept += await this.sweep(code)
+      } catch (error) {
+        // Swept next time: the shards stay marked (their coins count in the balance meanwhile).
+        for (const [id, parent] of shards) this.unswept.set(id, parent)
+        throw error
+      }
+    }
     return swept
   }
 
@@ -318,8 +327,7 @@ export class Ledger {
   async hold(request: HoldRequest): Promise<{ hold: Hold; replayed: boolean }> {
     const accounts = await this.accounts.resolve(this.db, [request.account, request.counterAccount])
     const hash = validateHold(request, accounts)
-    if (this.lanes.length > 1 && this.sharded((accounts[0] as Account).code))
-      await this.sweep(request.account)
+    if (this.sharded((accounts[0] as Account).code)) await this.sweep(request.account)
     const result = await inTransaction(this.db, (tx) => createHoldInTx(tx, request, accounts, hash))
     this.known.invalidate([result.hold.accountId])
     return result

@@ -178,6 +178,24 @@ describe.skipIf(!onPostgres)('lanes on PostgreSQL', () => {
     expect((await ledger.balance(creator)).balance).toBe(0n)
   })
 
+  it('sweeps before a debit with one lane too: shards of earlier lanes keep their coins', async () => {
+    await Promise.all(wallets.map((w) => ledger.post(gift(w, 6n))))
+    const { balance } = await ledger.balance(creator)
+    const oneLane = new Ledger(t.database, { lanes: 1, sharded: isShardedAccount })
+    expect(oneLane.laneCount).toBe(1)
+    expect((await oneLane.balance(creator)).balance).toBe(balance)
+    await oneLane.post({
+      idempotencyKey: `lanes-payout-${keys++}`,
+      kind: 'payout',
+      entries: [
+        { account: creator, direction: 'debit', amount: balance },
+        { account: platform.coinsIssued, direction: 'credit', amount: balance },
+      ],
+    })
+    expect((await ledger.balance(creator)).balance).toBe(0n)
+    expect((await ledger.checkIntegrity()).problems).toEqual([])
+  })
+
   it('reverses a gift credited on a shard against the account itself', async () => {
     let posted: Awaited<ReturnType<Ledger['post']>> | undefined
     for (const wallet of wallets) {
