@@ -53,6 +53,7 @@ export interface AccountBalance {
   held: bigint
   debitsTotal: bigint
   creditsTotal: bigint
+  /** The account's last entry sequence: its entry count. A sharded account's sums over it and its shards. */
   lastSeq: bigint
 }
 
