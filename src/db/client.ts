@@ -1,6 +1,6 @@
 import { mkdirSync } from 'node:fs'
 import { PGlite } from '@electric-sql/pglite'
-import { type SQL, sql } from 'drizzle-orm'
+import { sql } from 'drizzle-orm'
 import type { Logger as DrizzleLogger } from 'drizzle-orm/logger'
 import { PgDialect } from 'drizzle-orm/pg-core'
 import type { PgAsyncDatabase, PgAsyncTransaction } from 'drizzle-orm/pg-core/async'
@@ -10,6 +10,7 @@ import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js'
 import postgres from 'postgres'
 import type { Config } from '../config.js'
 import { type Relations, relations } from './relations.js'
+import { type Statement, toQuery } from './statement.js'
 
 /** The drizzle database, whichever driver is underneath. */
 export type Db = PgAsyncDatabase<PgQueryResultHKT, Relations>
@@ -24,7 +25,7 @@ export type DbOrTx = Db | Tx
  * back) and its error is thrown. Returns each statement's rows.
  */
 export type OneTrip = (
-  statements: readonly SQL[],
+  statements: readonly Statement[],
   options?: OneTripOptions,
 ) => Promise<Record<string, unknown>[][]>
 
@@ -101,7 +102,7 @@ export interface PipelinedTx {
    * aborts the transaction (the COMMIT then rolls it back) and its error is
    * thrown.
    */
-  send(statements: readonly SQL[], options?: { commit?: boolean }): Promise<Record<string, unknown>[][]>
+  send(statements: readonly Statement[], options?: { commit?: boolean }): Promise<Record<string, unknown>[][]>
 }
 
 /**
@@ -420,13 +421,13 @@ abstract class ReservedConnection<C extends { sql: postgres.ReservedSql }> {
 async function sendTogether(
   connection: postgres.ReservedSql,
   guard: Guard,
-  statements: readonly SQL[],
+  statements: readonly Statement[],
   options: { head?: string; tail?: string; logger?: DrizzleLogger },
 ): Promise<Rows[]> {
   const raw = (text: string | undefined) => (text === undefined ? [] : [connection.unsafe(text).execute()])
   const head = raw(options.head)
   const queries = statements.map((statement) => {
-    const query = dialect.sqlToQuery(statement)
+    const query = toQuery(statement, (s) => dialect.sqlToQuery(s))
     options.logger?.logQuery(query.sql, query.params)
     return connection
       .unsafe(query.sql, query.params as postgres.ParameterOrJSON<never>[], { prepare: true })

@@ -1,7 +1,8 @@
-import { and, eq, inArray, type SQL, sql } from 'drizzle-orm'
+import { and, eq, inArray, type Query, type SQL, sql } from 'drizzle-orm'
 import type { Db, DbOrTx, OneTrip, Tx } from '../db/client.js'
 import { rowsOf } from '../db/rows.js'
 import { ledgerAccounts, ledgerEntries, ledgerTransactions } from '../db/schema.js'
+import { arrayLiteral, toSql } from '../db/statement.js'
 import { IdempotencyConflictError, InsufficientFundsError, LedgerError } from './errors.js'
 import type { AccountState, AccountStates, Ticket } from './state-cache.js'
 import type {
@@ -202,7 +203,7 @@ function settle(
  * statement's row is settled.
  */
 export interface FastBatch {
-  readonly statement: SQL
+  readonly statement: Query
   /** The postings the plan accepts, by index in the batch (the others are refused, or twins of an earlier key). */
   readonly accepted: ReadonlySet<number>
   /** Some posting repeats the key of an earlier one of the batch. */
@@ -379,7 +380,7 @@ async function lockAndWrite(
   guess: Plan | null,
 ): Promise<Locked> {
   const locked = readLocked(
-    rowsOf<LockedRow>(await tx.execute(lockAndWriteSql(ids, batch, expected, guess)))[0],
+    rowsOf<LockedRow>(await tx.execute(toSql(lockAndWriteSql(ids, batch, expected, guess))))[0],
     ids,
   )
   const existing: Existing = new Map()
@@ -395,58 +396,73 @@ function lockAndWriteSql(
   batch: readonly PreparedPosting[],
   expected: ReadonlyMap<bigint, AccountState> | null,
   guess: Plan | null,
-): SQL {
-  const keys = batch.map((p) => p.request.idempotencyKey)
-  const reverses = batch.flatMap((p) => (p.reversesId === null ? [] : [p.reversesId.toString()]))
+): Query {
   const want = ids.map((id) => expected?.get(id))
-  const txs = (guess?.accepted ?? []).map((a) => a.prepared)
-  const entries = (guess?.accepted ?? []).flatMap((a) =>
-    a.entries.map((e) => ({ ...e, key: a.prepared.request.idempotencyKey })),
-  )
-  // ORDER BY id under FOR UPDATE: rows are locked in id order, the one order
-  // every posting uses, so two batches can never wait on each other in a
-  // cycle. The clock is read once all locked rows are fetched (state), and
-  // the inserts draw from `go`, which holds one row only if everything was as
-  // expected. A key posted concurrently and missed here loses the race on the
-  // unique index (23505) and the batch is retried (tx.ts). Arrays travel as
-  // one parameter each, so the statement text never varies with the batch
-  // size and stays prepared. Entries' triggers fire at the end of the
-  // statement and see the transactions inserted above them. The locked rows
-  // come back only when the batch was not written: it is planned again on
-  // them (a batch written as expected needs nothing of them).
-  return sql`
+  const accepted = guess?.accepted ?? []
+  return {
+    sql: LOCK_AND_WRITE,
+    params: [
+      arrayLiteral(ids),
+      arrayLiteral(want.map((s) => s?.balance)),
+      arrayLiteral(want.map((s) => s?.heldAmount)),
+      arrayLiteral(want.map((s) => s?.lastSeq)),
+      arrayLiteral(batch.map((p) => p.request.idempotencyKey)),
+      arrayLiteral(batch.flatMap((p) => (p.reversesId === null ? [] : [p.reversesId]))),
+      guess !== null,
+      ids.length,
+      ...transactionColumns(accepted.map((a) => a.prepared)),
+      ...entryColumns(
+        accepted.map((a) => ({ transaction: a.prepared.request.idempotencyKey, entries: a.entries })),
+      ),
+    ],
+  }
+}
+
+// ORDER BY id under FOR UPDATE: rows are locked in id order, the one order
+// every posting uses, so two batches can never wait on each other in a
+// cycle. The clock is read once all locked rows are fetched (state), and
+// the inserts draw from `go`, which holds one row only if everything was as
+// expected. A key posted concurrently and missed here loses the race on the
+// unique index (23505) and the batch is retried (tx.ts). Arrays travel as
+// one parameter each, so the statement text never varies with the batch
+// size and stays prepared. Entries' triggers fire at the end of the
+// statement and see the transactions inserted above them. The locked rows
+// come back only when the batch was not written: it is planned again on
+// them (a batch written as expected needs nothing of them).
+// Parameters: $1 the accounts' ids; $2, $3, $4 their expected balance, held
+// amount and last sequence; $5 the batch's keys; $6 the transactions it
+// reverses; $7 whether it was planned (may write); $8 the accounts' count;
+// $9–$14 the transactions' columns; $15–$21 the entries' columns.
+const LOCK_AND_WRITE = `
     with locked as materialized (
       select id, balance, held_amount, last_seq from ledger_accounts
-       where id = any(${texts(ids)}::bigint[]) order by id for update),
+       where id = any($1::bigint[]) order by id for update),
     state as materialized (
       select count(*) as found, count(e.id) as matched, clock_timestamp() as now
         from locked l
-        left join unnest(${texts(ids)}::bigint[], ${texts(want.map((s) => s?.balance ?? null))}::bigint[],
-                         ${texts(want.map((s) => s?.heldAmount ?? null))}::bigint[],
-                         ${texts(want.map((s) => s?.lastSeq ?? null))}::bigint[]) as e(id, balance, held, seq)
+        left join unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[]) as e(id, balance, held, seq)
           on e.id = l.id and e.balance = l.balance and e.held = l.held_amount and e.seq = l.last_seq),
     prior as materialized (
       select (select coalesce(json_agg(t.id::text), '[]') from ledger_transactions t
-               where t.idempotency_key = any(${texts(keys)}::text[])) as existing_ids,
+               where t.idempotency_key = any($5::text[])) as existing_ids,
              (select coalesce(json_agg(t.reverses_id::text), '[]') from ledger_transactions t
-               where t.reverses_id = any(${texts(reverses)}::bigint[])) as reversed_ids),
+               where t.reverses_id = any($6::bigint[])) as reversed_ids),
     go as materialized (
       select s.now from state s, prior p
-       where ${guess !== null} and s.found = ${ids.length} and s.matched = s.found
+       where $7::boolean and s.found = $8::bigint and s.matched = s.found
          and p.existing_ids::text = '[]' and p.reversed_ids::text = '[]'),
     tx as (
       insert into ledger_transactions (idempotency_key, request_hash, kind, description, metadata, reverses_id, posted_at)
       select v.k, v.h, v.kind, v.d, v.m::jsonb, v.r::bigint, g.now
-        from go g, unnest(${transactionColumns(txs)}) with ordinality as v(k, h, kind, d, m, r, ord)
+        from go g, unnest($9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[])
+             with ordinality as v(k, h, kind, d, m, r, ord)
        order by v.ord
       returning id, idempotency_key),
     en as (
       insert into ledger_entries (transaction_id, account_id, direction, amount, unit, account_seq, balance_after, posted_at)
       select t.id, v.a::bigint, v.d::entry_direction, v.amt::bigint, v.u, v.s::bigint, v.b::bigint, g.now
-        from go g, unnest(${entryColumns(
-          entries.map((e) => e.key),
-          entries,
-        )}) with ordinality as v(k, a, d, amt, u, s, b, ord)
+        from go g, unnest($15::text[], $16::text[], $17::text[], $18::text[], $19::text[], $20::text[], $21::text[])
+             with ordinality as v(k, a, d, amt, u, s, b, ord)
         join tx t on t.idempotency_key = v.k
        order by v.ord
       returning id, account_id, account_seq)
@@ -459,7 +475,6 @@ function lockAndWriteSql(
            (select coalesce(json_agg(json_build_array(t.idempotency_key, t.id::text)), '[]') from tx t) as transaction_ids,
            (select coalesce(json_agg(json_build_array(e.account_id::text, e.account_seq::text, e.id::text)), '[]') from en e) as entry_ids
       from state s, prior p`
-}
 
 interface LockedRow {
   /** The locked rows, read only when the batch was not written (it is planned again on them). */
@@ -638,7 +653,7 @@ async function insertTransactions(
     await tx.execute(sql`
       insert into ledger_transactions (idempotency_key, request_hash, kind, description, metadata, reverses_id, posted_at)
       select k, h, kind, d, m::jsonb, r::bigint, ${now}::timestamptz
-        from unnest(${transactionColumns(requests)}) as v(k, h, kind, d, m, r)
+        from unnest(${textArrays(transactionColumns(requests))}) as v(k, h, kind, d, m, r)
       returning id::text, idempotency_key`),
   )
   return new Map(inserted.map((r) => [r.idempotency_key, BigInt(r.id)]))
@@ -651,15 +666,12 @@ async function insertTransactions(
  */
 async function insertEntries(tx: Tx, posted: PostedTransaction[]): Promise<EntryIdRow[]> {
   if (posted.length === 0) return []
-  const entries = posted.flatMap((t) => t.entries.map((e) => ({ ...e, transactionId: t.id })))
   return rowsOf<EntryIdRow>(
     await tx.execute(sql`
       insert into ledger_entries (transaction_id, account_id, direction, amount, unit, account_seq, balance_after, posted_at)
       select t::bigint, a::bigint, d::entry_direction, amt::bigint, u, s::bigint, b::bigint, ${(posted[0] as PostedTransaction).postedAt}::timestamptz
-        from unnest(${entryColumns(
-          entries.map((e) => e.transactionId),
-          entries,
-        )}) as v(t, a, d, amt, u, s, b)
+        from unnest(${textArrays(entryColumns(posted.map((t) => ({ transaction: t.id, entries: t.entries }))))})
+             as v(t, a, d, amt, u, s, b)
       returning id::text, account_id::text, account_seq::text`),
   )
 }
@@ -670,51 +682,61 @@ async function updateHeldAmounts(tx: Tx, states: Map<bigint, PlannedState>): Pro
   if (changed.length === 0) return
   await tx.execute(sql`
     update ledger_accounts a set held_amount = v.held::bigint, updated_at = clock_timestamp()
-      from unnest(${texts(changed.map(([id]) => id))}::text[], ${texts(changed.map(([, s]) => s.heldAmount))}::text[])
+      from unnest(${textArrays([arrayLiteral(changed.map(([id]) => id)), arrayLiteral(changed.map(([, s]) => s.heldAmount))])})
         as v(id, held)
      where a.id = v.id::bigint`)
 }
 
 /** The transactions' columns, for `unnest(…) as v(key, hash, kind, description, metadata, reverses)`. */
-function transactionColumns(postings: readonly PreparedPosting[]): SQL {
-  return sql.join(
-    [
-      postings.map((p) => p.request.idempotencyKey),
-      postings.map((p) => p.requestHash),
-      postings.map((p) => p.request.kind),
-      postings.map((p) => p.request.description ?? ''),
-      postings.map((p) => JSON.stringify(p.request.metadata ?? {})),
-      postings.map((p) => p.reversesId?.toString() ?? null),
-    ].map((column) => sql`${texts(column)}::text[]`),
-    sql`, `,
-  )
+function transactionColumns(postings: readonly PreparedPosting[]): string[] {
+  return [
+    arrayLiteral(postings.map((p) => p.request.idempotencyKey)),
+    arrayLiteral(postings.map((p) => p.requestHash)),
+    arrayLiteral(postings.map((p) => p.request.kind)),
+    arrayLiteral(postings.map((p) => p.request.description ?? '')),
+    arrayLiteral(postings.map((p) => JSON.stringify(p.request.metadata ?? {}))),
+    arrayLiteral(postings.map((p) => p.reversesId)),
+  ]
 }
 
 /**
  * The entries' columns, for `unnest(…) as v(transaction, account, direction,
- * amount, unit, seq, balance after)`; the transaction column is its id or key.
+ * amount, unit, seq, balance after)`, each a text[] literal; the transaction
+ * column is its id or key.
  */
 function entryColumns(
-  transactions: readonly (string | bigint)[],
-  entries: readonly Omit<PostedEntry, 'id'>[],
-): SQL {
-  return sql.join(
-    [
-      transactions,
-      entries.map((e) => e.accountId),
-      entries.map((e) => e.direction),
-      entries.map((e) => e.amount),
-      entries.map((e) => e.unit),
-      entries.map((e) => e.accountSeq),
-      entries.map((e) => e.balanceAfter),
-    ].map((column) => sql`${texts(column)}::text[]`),
-    sql`, `,
-  )
+  groups: readonly { transaction: string | bigint; entries: readonly Omit<PostedEntry, 'id'>[] }[],
+): string[] {
+  const columns: (string | bigint)[][] = [[], [], [], [], [], [], []]
+  const [transactions, accounts, directions, amounts, units, seqs, balances] = columns as [
+    (string | bigint)[],
+    bigint[],
+    string[],
+    bigint[],
+    string[],
+    bigint[],
+    bigint[],
+  ]
+  for (const { transaction, entries } of groups) {
+    for (const e of entries) {
+      transactions.push(transaction)
+      accounts.push(e.accountId)
+      directions.push(e.direction)
+      amounts.push(e.amount)
+      units.push(e.unit)
+      seqs.push(e.accountSeq)
+      balances.push(e.balanceAfter)
+    }
+  }
+  return columns.map(arrayLiteral)
 }
 
-/** A column as one text[] parameter (both drivers send string arrays natively). */
-function texts(values: readonly (string | bigint | null)[]) {
-  return sql.param(values.map((v) => (v === null ? null : v.toString())))
+/** Columns as parameters of a drizzle template: `${textArrays(columns)}` gives `$n::text[], …`. */
+function textArrays(columns: readonly string[]): SQL {
+  return sql.join(
+    columns.map((column) => sql`${column}::text[]`),
+    sql`, `,
+  )
 }
 
 /** Loads whole transactions with their entries (for replays and reversals). */
