@@ -282,9 +282,12 @@ export async function postBatchInOneTrip(
 }
 
 export function accountIdsOf(batch: readonly PreparedPosting[]): bigint[] {
-  return [
-    ...new Set(batch.flatMap((p) => [...p.accounts, ...(p.routes ?? [])].flatMap((a) => (a ? [a.id] : [])))),
-  ].sort((a, b) => (a < b ? -1 : 1))
+  const ids = new Set<bigint>()
+  for (const p of batch) {
+    for (const a of p.accounts) ids.add(a.id)
+    for (const a of p.routes ?? []) if (a) ids.add(a.id)
+  }
+  return [...ids].sort((a, b) => (a < b ? -1 : 1))
 }
 
 function planned(states: ReadonlyMap<bigint, AccountState>): Map<bigint, PlannedState> {
@@ -360,11 +363,8 @@ interface Locked {
   entryIds: EntryIdRow[]
 }
 
-interface EntryIdRow {
-  account_id: string
-  account_seq: string
-  id: string
-}
+/** An entry's account id, account sequence and id. */
+type EntryIdRow = readonly [accountId: string, accountSeq: string, id: string]
 
 /**
  * One round trip: locks the batch's accounts and reads what the slow path
@@ -511,11 +511,7 @@ function readLocked(
     transactionIds: new Map(
       jsonList<[string, string]>(row.transaction_ids).map(([k, id]) => [k, BigInt(id)]),
     ),
-    entryIds: jsonList<[string, string, string]>(row.entry_ids).map(([account_id, account_seq, id]) => ({
-      account_id,
-      account_seq,
-      id,
-    })),
+    entryIds: jsonList<EntryIdRow>(row.entry_ids),
   }
 }
 
@@ -630,13 +626,14 @@ function toPosted(
 }
 
 function setEntryIds(posted: PostedTransaction[], rows: readonly EntryIdRow[]): void {
-  const entryIdOf = new Map(rows.map((r) => [`${r.account_id}:${r.account_seq}`, BigInt(r.id)]))
+  const entryIdOf = new Map<string, string>()
+  for (const [accountId, accountSeq, id] of rows) entryIdOf.set(`${accountId}:${accountSeq}`, id)
   for (const t of posted) {
     for (const e of t.entries) {
       const id = entryIdOf.get(`${e.accountId}:${e.accountSeq}`)
       if (id === undefined)
         throw new Error(`ledger: no id came back for entry ${e.accountId}:${e.accountSeq}`)
-      e.id = id
+      e.id = BigInt(id)
     }
   }
 }
@@ -666,14 +663,14 @@ async function insertTransactions(
  */
 async function insertEntries(tx: Tx, posted: PostedTransaction[]): Promise<EntryIdRow[]> {
   if (posted.length === 0) return []
-  return rowsOf<EntryIdRow>(
+  return rowsOf<{ id: string; account_id: string; account_seq: string }>(
     await tx.execute(sql`
       insert into ledger_entries (transaction_id, account_id, direction, amount, unit, account_seq, balance_after, posted_at)
       select t::bigint, a::bigint, d::entry_direction, amt::bigint, u, s::bigint, b::bigint, ${(posted[0] as PostedTransaction).postedAt}::timestamptz
         from unnest(${textArrays(entryColumns(posted.map((t) => ({ transaction: t.id, entries: t.entries }))))})
              as v(t, a, d, amt, u, s, b)
       returning id::text, account_id::text, account_seq::text`),
-  )
+  ).map((r) => [r.account_id, r.account_seq, r.id] as const)
 }
 
 /** Writes the held amounts this batch released (the balances are the database's to write). */

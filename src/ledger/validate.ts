@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto'
+import { hash } from 'node:crypto'
 import { invalid, LedgerError } from './errors.js'
 import { type Account, type Direction, type PostingRequest, TRANSACTION_KINDS } from './types.js'
 
@@ -97,7 +97,7 @@ export function requestHash(
       e.amount.toString(),
     ]),
   }
-  return createHash('sha256').update(JSON.stringify(canonical)).digest('hex')
+  return hash('sha256', JSON.stringify(canonical), 'hex')
 }
 
 /** JSON with object keys sorted, so that key order does not change the hash. */
