@@ -141,6 +141,53 @@ describe('database guards', () => {
     expect(await snapshot()).toEqual(before)
   })
 
+  it('refuses a statement whose entries of a transaction do not balance, whatever the constraint mode', async () => {
+    const before = await snapshot()
+    const transaction = `insert into ledger_transactions (idempotency_key, request_hash, kind, posted_at)
+       values ('halves-${Math.random()}', 'x', 'gift', now())`
+    const entry = (direction: 'debit' | 'credit', amount: number) =>
+      `insert into ledger_entries (transaction_id, account_id, direction, amount, unit, account_seq, balance_after, posted_at)
+       select currval('ledger_transactions_id_seq'), a.id, '${direction}', ${amount}, 'COIN', a.last_seq + 1,
+              a.balance ${direction === 'debit' ? '-' : '+'} ${amount}, now()
+         from ledger_accounts a where a.id = ${direction === 'debit' ? walletId : earningsId}`
+    // Two halves that would balance together: each statement must balance on its own.
+    expect(await refusal(transaction, entry('debit', 2), entry('credit', 2))).toBe('LG002')
+    // Checked at the end of each statement once constraints are immediate: a
+    // balanced posting, then an entry added to it by a later statement. The
+    // check at commit ran for that transaction already and never runs again;
+    // before the entries' trigger refused this, the transaction committed
+    // unbalanced.
+    expect(
+      await refusal(
+        'set constraints all immediate',
+        ...rawGift(1).slice(0, 1),
+        rawGift(1)[1] as string,
+        entry('credit', 1),
+      ),
+    ).toBe('LG002')
+    expect(await snapshot()).toEqual(before)
+    // A transaction's entries may come in several statements, each balanced.
+    expect(await refusal(transaction, rawGift(1)[1] as string, rawGift(2)[1] as string)).toBeUndefined()
+    expect((await ledger.checkIntegrity()).problems).toEqual([])
+  })
+
+  it('refuses a transaction without entries, wherever it sits among postings of its database transaction', async () => {
+    const before = await snapshot()
+    const lonely = (key: string) =>
+      `insert into ledger_transactions (idempotency_key, request_hash, kind, posted_at) values ('${key}-${Math.random()}', 'x', 'gift', now())`
+    // After a posting: the check at commit reads on from the first transaction it has not seen.
+    expect(await refusal(...rawGift(1), lonely('after'))).toBe('LG002')
+    // Before one.
+    expect(await refusal(lonely('before'), ...rawGift(1))).toBe('LG002')
+    // Between two postings of one database transaction.
+    expect(await refusal(...rawGift(1), lonely('between'), ...rawGift(1))).toBe('LG002')
+    // After a posting rolled back to a savepoint.
+    expect(
+      await refusal('savepoint s', ...rawGift(1), 'rollback to savepoint s', lonely('after-rollback')),
+    ).toBe('LG002')
+    expect(await snapshot()).toEqual(before)
+  })
+
   it('refuses transaction ids not drawn from the sequence, which the check at commit relies on', async () => {
     const before = await snapshot()
     // The check at commit starts from the first transaction that fires it and
@@ -192,8 +239,12 @@ describe('database guards', () => {
       await refusal(
         `insert into ledger_transactions (idempotency_key, request_hash, kind, posted_at) values ('ghost', 'x', 'gift', now())`,
         `insert into ledger_entries (transaction_id, account_id, direction, amount, unit, account_seq, balance_after, posted_at)
-         select currval('ledger_transactions_id_seq'), 999999, 'debit', 1, 'COIN', 1, -1, t.posted_at
-           from ledger_transactions t where t.id = currval('ledger_transactions_id_seq')`,
+         select currval('ledger_transactions_id_seq'), 999999, 'debit'::entry_direction, 1, 'COIN', 1, -1, t.posted_at
+           from ledger_transactions t where t.id = currval('ledger_transactions_id_seq')
+         union all
+         select currval('ledger_transactions_id_seq'), a.id, 'credit'::entry_direction, 1, 'COIN', a.last_seq + 1, a.balance + 1, t.posted_at
+           from ledger_accounts a, ledger_transactions t
+          where a.id = ${earningsId} and t.id = currval('ledger_transactions_id_seq')`,
       ),
     ).toBe('LG003')
     expect(
@@ -208,9 +259,12 @@ describe('database guards', () => {
       await refusal(
         `insert into ledger_transactions (idempotency_key, request_hash, kind, posted_at) values ('gap', 'x', 'gift', now())`,
         `insert into ledger_entries (transaction_id, account_id, direction, amount, unit, account_seq, balance_after, posted_at)
-         select currval('ledger_transactions_id_seq'), a.id, 'credit', 1, 'COIN', a.last_seq + 2, a.balance + 1, t.posted_at
+         select currval('ledger_transactions_id_seq'), a.id,
+                case when a.id = ${walletId} then 'debit' else 'credit' end::entry_direction, 1, 'COIN',
+                a.last_seq + case when a.id = ${walletId} then 1 else 2 end,
+                a.balance + case when a.id = ${walletId} then -1 else 1 end, t.posted_at
            from ledger_accounts a, ledger_transactions t
-          where a.id = ${earningsId} and t.id = currval('ledger_transactions_id_seq')`,
+          where a.id in (${walletId}, ${earningsId}) and t.id = currval('ledger_transactions_id_seq')`,
       ),
     ).toBe('LG003')
     expect(await snapshot()).toEqual(before)
