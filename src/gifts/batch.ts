@@ -1,8 +1,9 @@
 import { randomUUID } from 'node:crypto'
-import { eq, getColumns, type SQL, sql } from 'drizzle-orm'
+import { eq, getColumns, type Query, sql } from 'drizzle-orm'
 import type { Database, DbOrTx, Pipelined, Tx } from '../db/client.js'
 import { rowsOf } from '../db/rows.js'
 import { giftEvents, gifts, ledgerTransactions, users } from '../db/schema.js'
+import { arrayLiteral, toSql } from '../db/statement.js'
 import { DomainError } from '../graphql/errors.js'
 import {
   type Ledger,
@@ -136,9 +137,9 @@ interface Decided {
 async function readAndDecide(db: DbOrTx, batch: PendingGift[]): Promise<Decided> {
   const [known, streamRows, senderRows, comboRows] = await Promise.all([
     readKnown(db, batch),
-    db.execute(lockStreams(batch)),
-    db.execute(lockSenders(batch)),
-    db.execute(lastCombos(batch)),
+    db.execute(toSql(lockStreams(batch))),
+    db.execute(toSql(lockSenders(batch))),
+    db.execute(toSql(lastCombos(batch))),
   ])
   const streams = streamStates(streamRows)
   const senders = senderStates(senderRows)
@@ -237,7 +238,7 @@ async function giftBatch(
   )
   const written =
     planned.length > 0
-      ? eventsWritten(planned, await tx.execute(writeEvents(planned, decided.streams, limits)))
+      ? eventsWritten(planned, await tx.execute(toSql(writeEvents(planned, decided.streams, limits))))
       : new Map()
   const events = fresh.map(({ index, result }) => {
     const event = written.get(index) as GiftEvent
@@ -433,12 +434,14 @@ interface StreamState {
 }
 
 /** Locks the batch's live streams, by id, and reads their state. */
-function lockStreams(batch: PendingGift[]) {
+function lockStreams(batch: PendingGift[]): Query {
   const ids = unique(batch.flatMap((g) => (g.streamId === null ? [] : [g.streamId]))).sort()
-  return sql`
-    select id::text, status, last_sequence::text from live_streams
-     where id = any(${sql.param(ids)}::uuid[]) order by id for no key update`
+  return { sql: LOCK_STREAMS, params: [arrayLiteral(ids)] }
 }
+
+const LOCK_STREAMS = `
+    select id::text, status, last_sequence::text from live_streams
+     where id = any($1::uuid[]) order by id for no key update`
 
 function streamStates(result: unknown): Map<string, StreamState> {
   const rows = rowsOf<{ id: string; status: 'live' | 'ended'; last_sequence: string }>(result)
@@ -463,12 +466,19 @@ interface SenderState {
  * spend (UTC) under a lock on their user row (read as it is once locked: a
  * limit set or lifted meanwhile counts).
  */
-function lockSenders(batch: PendingGift[]) {
+function lockSenders(batch: PendingGift[]): Query {
   const ids = unique(batch.map((g) => g.input.senderId)).sort()
-  return sql`
+  return {
+    sql: LOCK_SENDERS,
+    params: [arrayLiteral(ids), arrayLiteral(ids.map((id) => userCoinDebt(id).code))],
+  }
+}
+
+// $1 the senders' ids, sorted; $2 their coin debt accounts' codes.
+const LOCK_SENDERS = `
     with limited as materialized (
       select id, daily_spend_limit_coins from users
-       where id = any(${sql.param(ids)}::uuid[]) and daily_spend_limit_coins is not null
+       where id = any($1::uuid[]) and daily_spend_limit_coins is not null
        order by id for no key update
     )
     select u.id::text, u.handle, u.display_name, array_to_string(u.roles, ',') as roles,
@@ -479,12 +489,10 @@ function lockSenders(batch: PendingGift[]) {
                           and e.sent_at >= date_trunc('day', now() at time zone 'utc') at time zone 'utc'), 0)::text
            end as spent,
            d.balance::text as debt
-      from unnest(${sql.param(ids)}::uuid[], ${sql.param(ids.map((id) => userCoinDebt(id).code))}::text[])
-             as s(id, debt_code)
+      from unnest($1::uuid[], $2::text[]) as s(id, debt_code)
       join users u on u.id = s.id
       left join limited l on l.id = s.id
       left join ledger_accounts d on d.code = s.debt_code`
-}
 
 function senderStates(result: unknown): Map<string, SenderState> {
   const rows = rowsOf<{
@@ -521,17 +529,23 @@ const comboKey = (streamId: string, senderId: string, giftId: string) => `${stre
  * last of that instant (a batch's events share it): ordering by (sent_at,
  * sequence) at once read every earlier gift of the streak's key, each batch.
  */
-function lastCombos(batch: PendingGift[]) {
+function lastCombos(batch: PendingGift[]): Query {
   const keys = unique(
     batch.flatMap((g) =>
       g.streamId === null ? [] : [comboKey(g.streamId, g.input.senderId, g.input.giftId)],
     ),
   )
   const parts = keys.map((k) => k.split('|'))
-  return sql`
+  return {
+    sql: LAST_COMBOS,
+    params: [0, 1, 2].map((i) => arrayLiteral(parts.map((p) => p[i]))),
+  }
+}
+
+// $1, $2, $3: the streaks' streams, senders and gifts.
+const LAST_COMBOS = `
     select k.s::text as stream_id, k.u::text as sender_id, k.g::text as gift_id, e.combo, e.sent_at::text
-      from unnest(${sql.param(parts.map((p) => p[0]))}::uuid[], ${sql.param(parts.map((p) => p[1]))}::uuid[],
-                  ${sql.param(parts.map((p) => p[2]))}::uuid[]) as k(s, u, g)
+      from unnest($1::uuid[], $2::uuid[], $3::uuid[]) as k(s, u, g)
       cross join lateral (
         select combo, sent_at from gift_events
          where stream_id = k.s and sender_id = k.u and gift_id = k.g
@@ -539,7 +553,6 @@ function lastCombos(batch: PendingGift[]) {
                            where stream_id = k.s and sender_id = k.u and gift_id = k.g)
          order by sequence desc limit 1
       ) e`
-}
 
 /** A streak's last gift: its combo and its time, as PostgreSQL's text. */
 interface LastCombo {
@@ -574,7 +587,7 @@ function lastCombosOf(result: unknown): Map<string, LastCombo> {
  * within the window at this time (to the millisecond). Returns whether it
  * wrote, and the events' transaction ids, streaks and times.
  */
-function writeEvents(events: PlannedEvent[], streams: Map<string, StreamState>, limits: GiftLimits): SQL {
+function writeEvents(events: PlannedEvent[], streams: Map<string, StreamState>, limits: GiftLimits): Query {
   const changed = [...streams].filter(([, s]) => s.coins > 0n)
   const totals = new Map<string, { streamId: string; senderId: string; coins: bigint }>()
   for (const e of events) {
@@ -586,22 +599,49 @@ function writeEvents(events: PlannedEvent[], streams: Map<string, StreamState>, 
   }
   const gifters = [...totals.values()]
   const column = <T>(rows: T[], value: (row: T) => string | number | bigint | null | undefined) =>
-    sql.param(rows.map((row) => texts(value(row) ?? null)))
-  // Timestamps travel as text: the postgres-js driver passes timestamptz[] parameters through unserialized.
-  // A posting found without the others would be a bug that splits gifts from
-  // their events: the cast in `found` then fails the statement, and with it
-  // the transaction.
-  return sql`
+    arrayLiteral(rows.map((row) => texts(value(row) ?? null)))
+  return {
+    sql: WRITE_EVENTS,
+    params: [
+      column(events, (e) => e.id),
+      column(events, (e) => e.streamId),
+      column(events, (e) => e.sequence),
+      column(events, (e) => e.senderId),
+      column(events, (e) => e.creatorId),
+      column(events, (e) => e.giftId),
+      column(events, (e) => e.quantity),
+      column(events, (e) => e.coinCost),
+      column(events, (e) => e.coins),
+      column(events, (e) => e.creatorCoins),
+      column(events, (e) => e.platformCoins),
+      column(events, (e) => e.key),
+      column(events, (e) => e.chain),
+      column(events, (e) => e.before?.combo),
+      column(events, (e) => e.before?.at),
+      limits.comboWindowMs,
+      events.length,
+      column(changed, ([id]) => id),
+      column(changed, ([, t]) => t.coins),
+      column(changed, ([, t]) => t.lastSequence),
+      column(gifters, (t) => t.streamId),
+      column(gifters, (t) => t.senderId),
+      column(gifters, (t) => t.coins),
+    ],
+  }
+}
+
+// Parameters: $1–$15 the events' columns (v below); $16 the combo window in
+// ms; $17 the events' count; $18–$20 the streams' ids, added coins and last
+// sequences; $21–$23 the gifters' streams, senders and added coins.
+// Timestamps travel as text (the before_at column), as every column does.
+// A posting found without the others would be a bug that splits gifts from
+// their events: the cast in `found` then fails the statement, and with it
+// the transaction.
+const WRITE_EVENTS = `
     with v as (
       select * from unnest(
-          ${column(events, (e) => e.id)}::uuid[], ${column(events, (e) => e.streamId)}::uuid[],
-          ${column(events, (e) => e.sequence)}::bigint[], ${column(events, (e) => e.senderId)}::uuid[],
-          ${column(events, (e) => e.creatorId)}::uuid[], ${column(events, (e) => e.giftId)}::uuid[],
-          ${column(events, (e) => e.quantity)}::integer[], ${column(events, (e) => e.coinCost)}::bigint[],
-          ${column(events, (e) => e.coins)}::bigint[], ${column(events, (e) => e.creatorCoins)}::bigint[],
-          ${column(events, (e) => e.platformCoins)}::bigint[], ${column(events, (e) => e.key)}::text[],
-          ${column(events, (e) => e.chain)}::integer[], ${column(events, (e) => e.before?.combo)}::integer[],
-          ${column(events, (e) => e.before?.at)}::text[])
+          $1::uuid[], $2::uuid[], $3::bigint[], $4::uuid[], $5::uuid[], $6::uuid[], $7::integer[], $8::bigint[],
+          $9::bigint[], $10::bigint[], $11::bigint[], $12::text[], $13::integer[], $14::integer[], $15::text[])
           as v(id, stream_id, sequence, sender_id, creator_id, gift_id, quantity, coin_cost,
                coins, creator_coins, platform_coins, key, chain, before_combo, before_at)
     ), posted as materialized (
@@ -609,12 +649,12 @@ function writeEvents(events: PlannedEvent[], streams: Map<string, StreamState>, 
              v.chain + case when v.before_at is not null
                               and extract(epoch from date_trunc('milliseconds', t.posted_at)
                                                      - date_trunc('milliseconds', v.before_at::timestamptz)) * 1000
-                                  <= ${limits.comboWindowMs}
+                                  <= $16::bigint
                             then v.before_combo else 0 end as combo
         from v join ledger_transactions t on t.idempotency_key = v.key and t.xact_id = txid_current()
     ), found as materialized (
-      select case when count(*) in (0, ${events.length}) then count(*) = ${events.length}
-                  else ('gift batch: ' || count(*) || ' of ' || ${events.length} || ' postings found')::int = 0
+      select case when count(*) in (0, $17::bigint) then count(*) = $17::bigint
+                  else ('gift batch: ' || count(*) || ' of ' || $17::bigint || ' postings found')::int = 0
              end as ok,
              max(posted_at) as at
         from posted
@@ -626,14 +666,12 @@ function writeEvents(events: PlannedEvent[], streams: Map<string, StreamState>, 
         from posted where (select ok from found)
     ), totals as (
       update live_streams s set gift_coins = s.gift_coins + v.coins, last_sequence = v.last_sequence
-        from unnest(${column(changed, ([id]) => id)}::uuid[], ${column(changed, ([, t]) => t.coins)}::bigint[],
-                    ${column(changed, ([, t]) => t.lastSequence)}::bigint[]) as v(id, coins, last_sequence)
+        from unnest($18::uuid[], $19::bigint[], $20::bigint[]) as v(id, coins, last_sequence)
        where s.id = v.id and (select ok from found)
     ), gifters as (
       insert into stream_gifters (stream_id, sender_id, coins, last_gift_at)
       select g.stream_id, g.sender_id, g.coins, (select at from found)
-        from unnest(${column(gifters, (t) => t.streamId)}::uuid[], ${column(gifters, (t) => t.senderId)}::uuid[],
-                    ${column(gifters, (t) => t.coins)}::bigint[]) as g(stream_id, sender_id, coins)
+        from unnest($21::uuid[], $22::uuid[], $23::bigint[]) as g(stream_id, sender_id, coins)
        where (select ok from found)
       on conflict (stream_id, sender_id)
       do update set coins = stream_gifters.coins + excluded.coins, last_gift_at = excluded.last_gift_at
@@ -641,7 +679,6 @@ function writeEvents(events: PlannedEvent[], streams: Map<string, StreamState>, 
     select (select ok from found) as written,
            (select coalesce(json_agg(json_build_array(p.id, p.transaction_id::text, p.combo, p.posted_at::text)), '[]')
               from posted p) as events`
-}
 
 /** The events writeEvents wrote, by the gift's index in the batch. */
 function eventsWritten(planned: PlannedEvent[], result: unknown): Map<number, GiftEvent> {
