@@ -56,6 +56,9 @@ describe('prebuilt statements', () => {
   it('writes array literals as PostgreSQL reads them', () => {
     expect(arrayLiteral([])).toBe('{}')
     expect(arrayLiteral([1n, -2n, null, undefined])).toBe('{1,-2,NULL,NULL}')
+    expect(arrayLiteral([3, -4, 0])).toBe('{3,-4,0}')
+    expect(() => arrayLiteral([1.5])).toThrow(/not an integer/)
+    expect(() => arrayLiteral([Number.NaN])).toThrow(/not an integer/)
     expect(arrayLiteral(['a', 'NULL', '', 'x"y', 'x\\y'])).toBe('{"a","NULL","","x\\"y","x\\\\y"}')
   })
 

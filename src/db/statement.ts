@@ -37,20 +37,21 @@ export function toSql(statement: Statement): SQL {
 /**
  * A PostgreSQL array literal ('{…}') of the values, for a parameter cast to
  * an array type (`$1::bigint[]`, `$2::text[]`): strings quoted, with `"` and
- * `\` escaped; bigints as they are; null as NULL.
+ * `\` escaped; bigints and integers as they are; null as NULL.
  */
-export function arrayLiteral(values: readonly (string | bigint | null | undefined)[]): string {
+export function arrayLiteral(values: readonly (string | bigint | number | null | undefined)[]): string {
   let out = '{'
   for (let i = 0; i < values.length; i++) {
     if (i > 0) out += ','
     const value = values[i]
     if (value === null || value === undefined) out += 'NULL'
     else if (typeof value === 'string')
-      out += `"${ESCAPED.test(value) ? value.replace(ESCAPED_ALL, '\\$&') : value}"`
-    else out += value.toString()
+      // includes() is a plain search, many times faster than a regular expression on every string.
+      out += `"${value.includes('"') || value.includes('\\') ? value.replace(ESCAPED, '\\$&') : value}"`
+    else if (typeof value === 'bigint' || Number.isSafeInteger(value)) out += value.toString()
+    else throw new Error(`arrayLiteral: ${value} is not an integer`)
   }
   return `${out}}`
 }
 
-const ESCAPED = /["\\]/
-const ESCAPED_ALL = /["\\]/g
+const ESCAPED = /["\\]/g

@@ -599,7 +599,7 @@ function writeEvents(events: PlannedEvent[], streams: Map<string, StreamState>, 
   }
   const gifters = [...totals.values()]
   const column = <T>(rows: T[], value: (row: T) => string | number | bigint | null | undefined) =>
-    arrayLiteral(rows.map((row) => texts(value(row) ?? null)))
+    arrayLiteral(rows.map(value))
   return {
     sql: WRITE_EVENTS,
     params: [
@@ -707,10 +707,6 @@ function eventsWritten(planned: PlannedEvent[], result: unknown): Map<number, Gi
   }
   return events
 }
-
-/** A value as the text of an array element: bigints and numbers in full, null as null. */
-const texts = (value: string | number | bigint | null): string | null =>
-  value === null ? null : String(value)
 
 const unique = <T>(values: T[]): T[] => [...new Set(values)]
 
