@@ -1,6 +1,6 @@
 import { mkdirSync } from 'node:fs'
 import { PGlite } from '@electric-sql/pglite'
-import { sql } from 'drizzle-orm'
+import { is, SQL, sql } from 'drizzle-orm'
 import type { Logger as DrizzleLogger } from 'drizzle-orm/logger'
 import { PgDialect } from 'drizzle-orm/pg-core'
 import type { PgAsyncDatabase, PgAsyncTransaction } from 'drizzle-orm/pg-core/async'
@@ -10,7 +10,7 @@ import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js'
 import postgres from 'postgres'
 import type { Config } from '../config.js'
 import { type Relations, relations } from './relations.js'
-import { type Statement, toQuery } from './statement.js'
+import type { Statement } from './statement.js'
 
 /** The drizzle database, whichever driver is underneath. */
 export type Db = PgAsyncDatabase<PgQueryResultHKT, Relations>
@@ -427,7 +427,7 @@ async function sendTogether(
   const raw = (text: string | undefined) => (text === undefined ? [] : [connection.unsafe(text).execute()])
   const head = raw(options.head)
   const queries = statements.map((statement) => {
-    const query = toQuery(statement, (s) => dialect.sqlToQuery(s))
+    const query = is(statement, SQL) ? dialect.sqlToQuery(statement) : statement
     options.logger?.logQuery(query.sql, query.params)
     return connection
       .unsafe(query.sql, query.params as postgres.ParameterOrJSON<never>[], { prepare: true })

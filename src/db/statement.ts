@@ -9,11 +9,6 @@ import { is, type Query, SQL, sql } from 'drizzle-orm'
 /** A statement as drizzle or as text with numbered parameters ($1, $2, …) and their values. */
 export type Statement = SQL | Query
 
-/** The statement as text and parameters, as the driver sends it. */
-export function toQuery(statement: Statement, fromSql: (s: SQL) => Query): Query {
-  return is(statement, SQL) ? fromSql(statement) : statement
-}
-
 /**
  * The statement as a drizzle SQL (for `db.execute`, PGlite included): the
  * text between the placeholders as raw chunks, each placeholder as its value.
