@@ -12,10 +12,19 @@
 // with a deferred write pending kept the stale timer and the stale bytes, so
 // its next connection attempt never sent its startup message and hung until
 // connect_timeout. test/fault-database-restart.test.ts reproduces both.
+// Third: a new connection first reads the array types (fetch_types), and the
+// driver drops the promise of that read; when it fails (the server goes away
+// or cancels it at that moment), the rejection is unhandled and kills the
+// server (porsager/postgres#1192, #1205, #1223; seen in CI on 2026-11-26 as
+// "write CONNECTION_CLOSED" during a database restart). test/postgres-
+// driver.test.ts reproduces it with a 1 ms statement_timeout.
 //
 // The patch: a deferred write that finds no socket fails the connection's
 // queries (CONNECTION_CLOSED, which callers see and retry) instead of
-// throwing; and closing a connection drops its pending bytes and timer.
+// throwing; closing a connection drops its pending bytes and timer; and the
+// types read's failure is caught, since the connection has already dealt
+// with it (a closed connection fails or retries its queries; an error
+// answer is followed by ReadyForQuery, which goes on to the caller's query).
 
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
@@ -35,6 +44,10 @@ const replacements = [
       '      return false\n' +
       '    }\n' +
       '    const x = socket.write(chunk, fn)\n',
+  },
+  {
+    find: '        return fetchArrayTypes()\n',
+    replace: `        return fetchArrayTypes().catch(() => {}) // ${MARKER}: nobody else awaits it (porsager/postgres#1192)\n`,
   },
   {
     find: "    incomings = null\n    clearImmediate(nextWriteTimer)\n    socket.removeListener('data', data)\n",
@@ -59,8 +72,10 @@ for (const variant of ['src', 'cjs/src', 'cf/src']) {
   const file = join(root, variant, 'connection.js')
   if (!existsSync(file)) continue
   let source = readFileSync(file, 'utf8')
-  if (source.includes(MARKER)) continue
+  const before = source
   for (const { find, replace } of replacements) {
+    // Applied already (an earlier install, with this patch or an older one of fewer replacements).
+    if (source.includes(replace)) continue
     if (!source.includes(find)) {
       console.error(
         `patch-postgres: postgres ${version}: ${variant}/connection.js is not the code this patch knows`,
@@ -69,6 +84,7 @@ for (const variant of ['src', 'cjs/src', 'cf/src']) {
     }
     source = source.replace(find, replace)
   }
+  if (source === before) continue
   writeFileSync(file, source)
   console.log(`patch-postgres: patched postgres ${version} ${variant}/connection.js`)
 }
