@@ -1,0 +1,140 @@
+import { sql } from 'drizzle-orm'
+import postgres from 'postgres'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { type Database, openDatabase } from '../../src/db/client.js'
+import { rowsOf } from '../../src/db/rows.js'
+import { creatorEarnings, Ledger, platform, userWallet } from '../../src/ledger/index.js'
+import { createTestDatabase, onPostgres, type TestDatabase } from '../support/db.js'
+
+// A posting's statements and the guard triggers it fires probe the rows they
+// need through indexes, whatever size the ledger has when a session plans
+// them. Their plans are generic, made once per session and kept: a plan made
+// on a large ledger that merge-joined the batch's transactions with the
+// whole entries index (the check at commit, 2026-11-26: ~560,000 index
+// entries read per commit, the hot-creator benchmark at a tenth of its
+// throughput once the pool's sessions were renewed) got slower with every
+// posting the ledger held. Here a session opened on a ledger of a few
+// thousand transactions posts, and the rows and index entries its postings
+// read are counted (pg_stat_user_tables, pg_stat_user_indexes).
+
+const SENDERS = 200
+const FILLER = 2_000
+/** The size the planner is shown (grow()). */
+const BLOAT_TRANSACTIONS = 250_000
+const MEASURED = 10
+/**
+ * Rows and index entries a gift-shaped posting may read, all tables together:
+ * some per entry and account (~55 measured), where a scan of the grown tables
+ * reads hundreds of thousands (80,845 per posting before the fix).
+ */
+const READS_PER_POSTING_MAX = 200
+
+let t: TestDatabase
+let keys = 0
+
+const wallet = (i: number) => userWallet(`00000000-0000-4000-8000-${String(i).padStart(12, '0')}`)
+const creator = creatorEarnings('00000000-0000-4000-8000-100000000000')
+
+const gift = (ledger: Ledger, sender: number) =>
+  ledger.post({
+    idempotencyKey: `plans-gift-${keys++}`,
+    kind: 'gift',
+    entries: [
+      { account: wallet(sender), direction: 'debit', amount: 10n },
+      { account: creator, direction: 'credit', amount: 5n },
+      { account: platform.commission, direction: 'credit', amount: 5n },
+    ],
+  })
+
+/** Rows read by scans and index entries read, over the ledger's tables, as the statistics have them now. */
+async function reads(database: Database): Promise<{ total: number; byRelation: Record<string, number> }> {
+  const rows = rowsOf<{ name: string; n: string }>(
+    await database.db.execute(sql`
+      select relname as name, (coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0))::text as n
+        from pg_stat_user_tables where relname like 'ledger%'
+      union all
+      select indexrelname, idx_tup_read::text from pg_stat_user_indexes where relname like 'ledger%'`),
+  )
+  const byRelation = Object.fromEntries(rows.map((r) => [r.name, Number(r.n)]))
+  return { total: rows.reduce((sum, r) => sum + Number(r.n), 0), byRelation }
+}
+
+/**
+ * Makes the tables as large as a ledger of BLOAT_TRANSACTIONS transactions to
+ * the planner, cheaply: rows inserted by statements that fail on their last
+ * row stay in the tables' pages (dead, until a vacuum). With no statistics
+ * (no ANALYZE yet: autovacuum off or behind, or PGlite, which has none), the
+ * planner's guesses on such tables are what made the check at commit
+ * merge-join the whole entries index on the benchmark's ledger.
+ */
+async function grow(url: string): Promise<void> {
+  const client = postgres(url, { max: 1, onnotice: () => {} })
+  try {
+    const [account] = await client<{ id: string }[]>`select id::text from ledger_accounts order by id limit 1`
+    await expect(
+      client.unsafe(`
+        insert into ledger_transactions (idempotency_key, request_hash, kind, posted_at)
+        select 'plans-bloat-' || g, '', case when g = ${BLOAT_TRANSACTIONS} then '-' else 'adjustment' end, now()
+          from generate_series(1, ${BLOAT_TRANSACTIONS}) g`),
+    ).rejects.toThrow(/ledger_transactions_kind_format/)
+    await expect(
+      client.unsafe(`
+        insert into ledger_entries (transaction_id, account_id, direction, amount, unit, account_seq, balance_after, posted_at)
+        select 1, ${account?.id}, 'debit', case when g = ${3 * BLOAT_TRANSACTIONS} then 0 else 1 end, 'COIN', 1000000000 + g, 0, now()
+          from generate_series(1, ${3 * BLOAT_TRANSACTIONS}) g`),
+    ).rejects.toThrow(/ledger_entries_amount_positive/)
+  } finally {
+    await client.end()
+  }
+}
+
+/** Backends send their statistics at most once a second, and when idle for about as long. */
+const statsSettle = () => new Promise((resolve) => setTimeout(resolve, 1_500))
+
+describe.skipIf(!onPostgres)('plans on a grown ledger (PostgreSQL)', () => {
+  beforeAll(async () => {
+    t = await createTestDatabase()
+    const filler = new Ledger(t.database)
+    await Promise.all(
+      Array.from({ length: SENDERS }, (_, i) =>
+        filler.post({
+          idempotencyKey: `plans-fund-${i}`,
+          kind: 'recharge',
+          entries: [
+            { account: platform.coinsIssued, direction: 'debit', amount: 1_000_000n },
+            { account: wallet(i), direction: 'credit', amount: 1_000_000n },
+          ],
+        }),
+      ),
+    )
+    // Concurrent callers: the engine batches them, as under load.
+    for (let done = 0; done < FILLER; done += 400)
+      await Promise.all(Array.from({ length: 400 }, (_, i) => gift(filler, (done + i) % SENDERS)))
+    await grow(t.url as string)
+  }, 120_000)
+  afterAll(() => t?.drop())
+
+  it('reads a few rows per posting, not the ledger, in a session planned on it', async () => {
+    // New sessions: their statements and triggers are planned on the ledger as it is now.
+    const database = await openDatabase({ kind: 'postgres', url: t.url as string, poolMax: 2 })
+    try {
+      const ledger = new Ledger(database)
+      await gift(ledger, 1) // planned here
+      await statsSettle()
+      const before = await reads(t.database)
+      for (let i = 0; i < MEASURED; i++) await gift(ledger, 2 + i)
+      await statsSettle()
+      const after = await reads(t.database)
+      const grew = Object.entries(after.byRelation)
+        .map(([name, n]) => [name, n - (before.byRelation[name] ?? 0)] as const)
+        .filter(([, n]) => n > 0)
+      const perPosting = (after.total - before.total) / MEASURED
+      expect(
+        perPosting,
+        `reads per posting by relation: ${JSON.stringify(Object.fromEntries(grew))}`,
+      ).toBeLessThanOrEqual(READS_PER_POSTING_MAX)
+    } finally {
+      await database.close()
+    }
+  })
+})
