@@ -1,10 +1,10 @@
 import { sql } from 'drizzle-orm'
-import postgres from 'postgres'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type Database, openDatabase } from '../../src/db/client.js'
 import { rowsOf } from '../../src/db/rows.js'
 import { creatorEarnings, Ledger, platform, userWallet } from '../../src/ledger/index.js'
 import { createTestDatabase, onPostgres, type TestDatabase } from '../support/db.js'
+import { growForPlanner } from '../support/grow.js'
 
 // A posting's statements and the guard triggers it fires probe the rows they
 // need through indexes, whatever size the ledger has when a session plans
@@ -59,33 +59,24 @@ async function reads(database: Database): Promise<{ total: number; byRelation: R
   return { total: rows.reduce((sum, r) => sum + Number(r.n), 0), byRelation }
 }
 
-/**
- * Makes the tables as large as a ledger of BLOAT_TRANSACTIONS transactions to
- * the planner, cheaply: rows inserted by statements that fail on their last
- * row stay in the tables' pages (dead, until a vacuum). With no statistics
- * (no ANALYZE yet: autovacuum off or behind, or PGlite, which has none), the
- * planner's guesses on such tables are what made the check at commit
- * merge-join the whole entries index on the benchmark's ledger.
- */
-async function grow(url: string): Promise<void> {
-  const client = postgres(url, { max: 1, onnotice: () => {} })
-  try {
-    const [account] = await client<{ id: string }[]>`select id::text from ledger_accounts order by id limit 1`
-    await expect(
-      client.unsafe(`
+/** Ledger tables as large as BLOAT_TRANSACTIONS transactions, to the planner (see growForPlanner). */
+async function grow(url: string, accountId: string): Promise<void> {
+  await growForPlanner(url, [
+    {
+      insert: `
         insert into ledger_transactions (idempotency_key, request_hash, kind, posted_at)
         select 'plans-bloat-' || g, '', case when g = ${BLOAT_TRANSACTIONS} then '-' else 'adjustment' end, now()
-          from generate_series(1, ${BLOAT_TRANSACTIONS}) g`),
-    ).rejects.toThrow(/ledger_transactions_kind_format/)
-    await expect(
-      client.unsafe(`
+          from generate_series(1, ${BLOAT_TRANSACTIONS}) g`,
+      error: /ledger_transactions_kind_format/,
+    },
+    {
+      insert: `
         insert into ledger_entries (transaction_id, account_id, direction, amount, unit, account_seq, balance_after, posted_at)
-        select 1, ${account?.id}, 'debit', case when g = ${3 * BLOAT_TRANSACTIONS} then 0 else 1 end, 'COIN', 1000000000 + g, 0, now()
-          from generate_series(1, ${3 * BLOAT_TRANSACTIONS}) g`),
-    ).rejects.toThrow(/ledger_entries_amount_positive/)
-  } finally {
-    await client.end()
-  }
+        select 1, ${accountId}, 'debit', case when g = ${3 * BLOAT_TRANSACTIONS} then 0 else 1 end, 'COIN', 1000000000 + g, 0, now()
+          from generate_series(1, ${3 * BLOAT_TRANSACTIONS}) g`,
+      error: /ledger_entries_amount_positive/,
+    },
+  ])
 }
 
 /** Backends send their statistics at most once a second, and when idle for about as long. */
@@ -110,7 +101,10 @@ describe.skipIf(!onPostgres)('plans on a grown ledger (PostgreSQL)', () => {
     // Concurrent callers: the engine batches them, as under load.
     for (let done = 0; done < FILLER; done += 400)
       await Promise.all(Array.from({ length: 400 }, (_, i) => gift(filler, (done + i) % SENDERS)))
-    await grow(t.url as string)
+    const [account] = rowsOf<{ id: string }>(
+      await t.database.db.execute(sql`select id::text from ledger_accounts order by id limit 1`),
+    )
+    await grow(t.url as string, account?.id as string)
   }, 120_000)
   afterAll(() => t?.drop())
 
