@@ -18,7 +18,11 @@ import { CATALOG, GRANT_COINS, SEND_GIFT, START_LIVE } from './support/operation
 
 const ROWS = 250_000
 const FANS = 11
-/** Rows and index entries one gift (a batch of one) may read, all tables together: ~5 measured, 75,010 with the ledger check of before 49bf23d. */
+/**
+ * Rows and index entries one gift (a batch of one) may read, all tables
+ * together: ~5 measured; 75,010 with the ledger's check at commit as it was
+ * before 49bf23d.
+ */
 const READS_PER_GIFT_MAX = 400
 
 let app: TestApp
