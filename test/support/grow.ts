@@ -38,3 +38,52 @@ export function databaseUrl(url: string, name: string): string {
   u.pathname = `/${name}`
   return u.toString()
 }
+
+export interface Reads {
+  /** Rows read by scans plus index entries read, over all the database's tables and indexes. */
+  total: number
+  byRelation: Record<string, number>
+}
+
+/**
+ * The rows and index entries read in the database so far, with every other
+ * session's share in: those sessions are ended first (pg_terminate_backend),
+ * because a backend sends its statistics when it exits, while a live one
+ * holds them back for up to 10 s (PostgreSQL 15). Pools reconnect on their
+ * next statement; end the sessions whose plans matter after they ran.
+ */
+export async function readsSoFar(url: string): Promise<Reads> {
+  const client = postgres(url, { max: 1, onnotice: () => {} })
+  try {
+    const others = () => client<{ n: number }[]>`
+      select count(*)::int as n from pg_stat_activity
+       where datname = current_database() and pid <> pg_backend_pid() and backend_type = 'client backend'`
+    await client`
+      select pg_terminate_backend(pid) from pg_stat_activity
+       where datname = current_database() and pid <> pg_backend_pid() and backend_type = 'client backend'`
+    for (const deadline = Date.now() + 10_000; (await others())[0]?.n !== 0; ) {
+      if (Date.now() > deadline) throw new Error('readsSoFar: sessions still open 10 s after being ended')
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+    const rows = await client<{ name: string; n: string }[]>`
+      select relname as name, (coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0))::text as n
+        from pg_stat_user_tables
+      union all
+      select indexrelname, idx_tup_read::text from pg_stat_user_indexes`
+    return {
+      total: rows.reduce((sum, r) => sum + Number(r.n), 0),
+      byRelation: Object.fromEntries(rows.map((r) => [r.name, Number(r.n)])),
+    }
+  } finally {
+    await client.end()
+  }
+}
+
+/** What was read between two readsSoFar, by relation (those read only). */
+export function readsBetween(before: Reads, after: Reads): Record<string, number> {
+  return Object.fromEntries(
+    Object.entries(after.byRelation)
+      .map(([name, n]) => [name, n - (before.byRelation[name] ?? 0)] as const)
+      .filter(([, n]) => n > 0),
+  )
+}
