@@ -1,10 +1,8 @@
-import { sql } from 'drizzle-orm'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { openDatabase } from '../../src/db/client.js'
-import { rowsOf } from '../../src/db/rows.js'
 import { creatorEarnings, Ledger, platform, userWallet } from '../../src/ledger/index.js'
 import { createTestDatabase, onPostgres, type TestDatabase } from '../support/db.js'
-import { growForPlanner, readsBetween, readsSoFar } from '../support/grow.js'
+import { growForPlanner, ledgerGrowth, readsBetween, readsSoFar } from '../support/grow.js'
 
 // A posting's statements and the guard triggers it fires probe the rows they
 // need through indexes, whatever size the ledger has when a session plans
@@ -20,7 +18,7 @@ import { growForPlanner, readsBetween, readsSoFar } from '../support/grow.js'
 
 const SENDERS = 200
 const FILLER = 2_000
-/** The size the planner is shown (grow()). */
+/** The size the planner is shown (ledgerGrowth). */
 const BLOAT_TRANSACTIONS = 250_000
 const MEASURED = 10
 /**
@@ -47,26 +45,6 @@ const gift = (ledger: Ledger, sender: number) =>
     ],
   })
 
-/** Ledger tables as large as BLOAT_TRANSACTIONS transactions, to the planner (see growForPlanner). */
-async function grow(url: string, accountId: string): Promise<void> {
-  await growForPlanner(url, [
-    {
-      insert: `
-        insert into ledger_transactions (idempotency_key, request_hash, kind, posted_at)
-        select 'plans-bloat-' || g, '', case when g = ${BLOAT_TRANSACTIONS} then '-' else 'adjustment' end, now()
-          from generate_series(1, ${BLOAT_TRANSACTIONS}) g`,
-      error: /ledger_transactions_kind_format/,
-    },
-    {
-      insert: `
-        insert into ledger_entries (transaction_id, account_id, direction, amount, unit, account_seq, balance_after, posted_at)
-        select 1, ${accountId}, 'debit', case when g = ${3 * BLOAT_TRANSACTIONS} then 0 else 1 end, 'COIN', 1000000000 + g, 0, now()
-          from generate_series(1, ${3 * BLOAT_TRANSACTIONS}) g`,
-      error: /ledger_entries_amount_positive/,
-    },
-  ])
-}
-
 describe.skipIf(!onPostgres)('plans on a grown ledger (PostgreSQL)', () => {
   beforeAll(async () => {
     t = await createTestDatabase()
@@ -86,10 +64,7 @@ describe.skipIf(!onPostgres)('plans on a grown ledger (PostgreSQL)', () => {
     // Concurrent callers: the engine batches them, as under load.
     for (let done = 0; done < FILLER; done += 400)
       await Promise.all(Array.from({ length: 400 }, (_, i) => gift(filler, (done + i) % SENDERS)))
-    const [account] = rowsOf<{ id: string }>(
-      await t.database.db.execute(sql`select id::text from ledger_accounts order by id limit 1`),
-    )
-    await grow(t.url as string, account?.id as string)
+    await growForPlanner(t.url as string, ledgerGrowth(BLOAT_TRANSACTIONS))
   }, 120_000)
   afterAll(() => t?.drop())
 

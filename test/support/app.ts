@@ -16,6 +16,8 @@ export interface TestApp {
   /** http://127.0.0.1:<port>, no trailing slash. */
   url: string
   database: Database
+  /** The PostgreSQL URL of its database (PostgreSQL only). */
+  databaseUrl?: string
   queries: QueryLog
   config: Config
   services: Services
@@ -48,6 +50,7 @@ export async function startTestApp(options: TestAppOptions = {}): Promise<TestAp
   const {
     database,
     config: databaseConfig,
+    url: databaseUrl,
     drop,
   } = await createTestDatabase({
     logger: queries,
@@ -82,6 +85,7 @@ export async function startTestApp(options: TestAppOptions = {}): Promise<TestAp
     return {
       url: `http://127.0.0.1:${port}`,
       database,
+      databaseUrl,
       queries,
       config,
       services,

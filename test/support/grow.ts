@@ -32,11 +32,29 @@ export async function growForPlanner(url: string, growths: Growth[]): Promise<vo
   }
 }
 
-/** The database URL of the server's database `name` (on the server of `url`). */
-export function databaseUrl(url: string, name: string): string {
-  const u = new URL(url)
-  u.pathname = `/${name}`
-  return u.toString()
+/**
+ * The ledger's transactions and entries as large as `transactions`
+ * transactions (three entries each) to the planner. Needs one account.
+ */
+export function ledgerGrowth(transactions: number): Growth[] {
+  const entries = 3 * transactions
+  return [
+    {
+      insert: `
+        insert into ledger_transactions (idempotency_key, request_hash, kind, posted_at)
+        select 'grown-' || g, '', case when g = ${transactions} then '-' else 'adjustment' end, now()
+          from generate_series(1, ${transactions}) g`,
+      error: /ledger_transactions_kind_format/,
+    },
+    {
+      insert: `
+        insert into ledger_entries (transaction_id, account_id, direction, amount, unit, account_seq, balance_after, posted_at)
+        select 1, (select min(id) from ledger_accounts), 'debit', case when g = ${entries} then 0 else 1 end, 'COIN',
+               1000000000 + g, 0, now()
+          from generate_series(1, ${entries}) g`,
+      error: /ledger_entries_amount_positive/,
+    },
+  ]
 }
 
 export interface Reads {
