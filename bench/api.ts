@@ -24,8 +24,13 @@ import {
   freePort,
   otherBenchmarksRunning,
   processCpuSeconds,
+  processSched,
+  type SchedTimes,
   type ServerProcess,
+  schedByCommand,
+  schedDelta,
   startServerProcess,
+  threadSched,
 } from './support/server-process.js'
 import { fmt, median, summarize } from './support/stats.js'
 
@@ -456,6 +461,21 @@ interface ShapeResult {
   window: [number, number]
   /** The server's database sessions: average number in each state over the measured window. */
   sessionStates: Record<string, number>
+  /**
+   * Scheduler time over the measured window, in % of the wall time: the
+   * server's main thread (the event loop: on a CPU, waiting for one, the
+   * rest idle); the server's other threads (garbage collection helpers,
+   * libuv), PostgreSQL's processes and this process (autocannon), each on a
+   * CPU and waiting for one, in % of one core.
+   */
+  sched: {
+    mainRunning: number
+    mainWaiting: number
+    mainIdle: number
+    serverOthers: SchedTimes
+    postgres: SchedTimes
+    loadGenerator: SchedTimes
+  }
   interference: Interference
   timeline: number[]
 }
@@ -542,6 +562,12 @@ async function runShape(
   const mark = monitor.mark()
   const serverBefore = processCpuSeconds(server.pid)
   const postgresBefore = cpuByCommand('postgres')
+  const schedBefore = {
+    main: threadSched(server.pid),
+    server: processSched(server.pid),
+    postgres: schedByCommand('postgres'),
+    own: processSched(process.pid),
+  }
   const ownBefore = process.cpuUsage()
   const machineBefore = machineTimes()
   const sessions = new SessionSampler(admin, database)
@@ -552,6 +578,7 @@ async function runShape(
   const wall = run.seconds
   const serverCpu = ((processCpuSeconds(server.pid) - serverBefore) / wall) * 100
   const postgresCpuSeconds = cpuDelta(postgresBefore, cpuByCommand('postgres'))
+  const sched = schedOver(schedBefore, server.pid, wall)
   const own = process.cpuUsage(ownBefore)
   const machineAfter = machineTimes()
   const interference = monitor.since(mark)
@@ -577,12 +604,37 @@ async function runShape(
     transactionsPerRequest: (commitsAfter - commitsBefore) / run.ok,
     window,
     sessionStates,
+    sched,
     interference,
     timeline: Array.from({ length: Math.ceil(options.seconds / TIMELINE_SECONDS) }, (_, i) => {
       const from = i * TIMELINE_SECONDS * 1000
       const to = Math.min(options.seconds, (i + 1) * TIMELINE_SECONDS) * 1000
       return run.completedAtMs.filter((t) => t >= from && t < to).length / ((to - from) / 1000)
     }),
+  }
+}
+
+/** ShapeResult.sched from readings taken before the window and now. */
+function schedOver(
+  before: { main: SchedTimes; server: SchedTimes; postgres: Map<number, SchedTimes>; own: SchedTimes },
+  serverPid: number,
+  wallSeconds: number,
+): ShapeResult['sched'] {
+  const pct = (seconds: number) => (seconds / wallSeconds) * 100
+  const delta = (a: SchedTimes, b: SchedTimes): SchedTimes => ({
+    running: pct(b.running - a.running),
+    waiting: pct(b.waiting - a.waiting),
+  })
+  const main = delta(before.main, threadSched(serverPid))
+  const server = delta(before.server, processSched(serverPid))
+  const postgres = schedDelta(before.postgres, schedByCommand('postgres'))
+  return {
+    mainRunning: main.running,
+    mainWaiting: main.waiting,
+    mainIdle: Math.max(0, 100 - main.running - main.waiting),
+    serverOthers: { running: server.running - main.running, waiting: server.waiting - main.waiting },
+    postgres: { running: pct(postgres.running), waiting: pct(postgres.waiting) },
+    loadGenerator: delta(before.own, processSched(process.pid)),
   }
 }
 
@@ -773,6 +825,16 @@ function report(
         .map(([state, n]) => `${state} ${fmt(n, 1)}`)
         .join(', ')}`,
     )
+  lines.push(
+    "scheduling (/proc schedstat, % of the wall time): the server's main thread on a CPU / waiting for one / idle; on a CPU + waiting for one: the server's other threads (GC helpers, libuv), PostgreSQL, this process (autocannon)",
+  )
+  for (const r of run.results) {
+    const { sched: x } = r
+    const pair = (t: SchedTimes) => `${fmt(t.running)}% + ${fmt(t.waiting)}%`
+    lines.push(
+      `${r.name} scheduling: main thread ${fmt(x.mainRunning)}% / ${fmt(x.mainWaiting)}% / ${fmt(x.mainIdle)}%; other server threads ${pair(x.serverOthers)}; PostgreSQL ${pair(x.postgres)}; autocannon ${pair(x.loadGenerator)}`,
+    )
+  }
   lines.push(`gifts per database commit (all gift batches of the run): ${fmt(run.giftsPerCommit, 1)}`)
   for (const r of run.results) {
     const list = Object.entries(r.errors)

@@ -285,3 +285,69 @@ export function benchServerEnv(options: {
     ...options.extra,
   })
 }
+
+/**
+ * Scheduler time of threads so far (/proc/<pid>/task/<tid>/schedstat): on a
+ * CPU, and runnable but waiting for one (the run queue). On a machine whose
+ * cores the server, PostgreSQL and the load generator share, a thread that
+ * waits for a CPU is neither working nor idle: this tells the two apart.
+ */
+export interface SchedTimes {
+  /** Seconds on a CPU. */
+  running: number
+  /** Seconds runnable, waiting for a CPU. */
+  waiting: number
+}
+
+function readSchedstat(path: string): SchedTimes | undefined {
+  try {
+    const [running, waiting] = readFileSync(path, 'utf8').split(' ').map(Number)
+    return { running: (running ?? 0) / 1e9, waiting: (waiting ?? 0) / 1e9 }
+  } catch {
+    return undefined
+  }
+}
+
+/** One thread's scheduler times (the main thread's tid is the process's pid); zero when unreadable. */
+export function threadSched(pid: number, tid = pid): SchedTimes {
+  return readSchedstat(`/proc/${pid}/task/${tid}/schedstat`) ?? { running: 0, waiting: 0 }
+}
+
+/** Scheduler times of every thread of the processes named `command`, by pid (their threads summed). */
+export function schedByCommand(command: string): Map<number, SchedTimes> {
+  const result = new Map<number, SchedTimes>()
+  for (const pid of allPids()) {
+    if (readStat(pid)?.command !== command) continue
+    result.set(pid, processSched(pid))
+  }
+  return result
+}
+
+/** A process's threads' scheduler times, summed. */
+export function processSched(pid: number): SchedTimes {
+  const total = { running: 0, waiting: 0 }
+  let tids: string[] = []
+  try {
+    tids = readdirSync(`/proc/${pid}/task`)
+  } catch {
+    return total
+  }
+  for (const tid of tids) {
+    const times = readSchedstat(`/proc/${pid}/task/${tid}/schedstat`)
+    if (!times) continue
+    total.running += times.running
+    total.waiting += times.waiting
+  }
+  return total
+}
+
+/** What changed between two readings of schedByCommand; a process first seen in `after` counts whole. */
+export function schedDelta(before: Map<number, SchedTimes>, after: Map<number, SchedTimes>): SchedTimes {
+  const delta = { running: 0, waiting: 0 }
+  for (const [pid, times] of after) {
+    const was = before.get(pid) ?? { running: 0, waiting: 0 }
+    delta.running += times.running - was.running
+    delta.waiting += times.waiting - was.waiting
+  }
+  return delta
+}
