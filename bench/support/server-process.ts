@@ -213,10 +213,15 @@ export function processCpuSeconds(pid: number): number {
 
 /** CPU seconds per process whose command name is `command` (e.g. every PostgreSQL backend). */
 export function cpuByCommand(command: string): Map<number, number> {
-  const result = new Map<number, number>()
+  return byCommand(command, (stat) => stat.cpuSeconds)
+}
+
+/** `read` of every process whose command name is `command`, by pid (from one reading of its stat). */
+function byCommand<T>(command: string, read: (stat: ProcStat, pid: number) => T): Map<number, T> {
+  const result = new Map<number, T>()
   for (const pid of allPids()) {
     const stat = readStat(pid)
-    if (stat?.command === command) result.set(pid, stat.cpuSeconds)
+    if (stat?.command === command) result.set(pid, read(stat, pid))
   }
   return result
 }
@@ -309,18 +314,13 @@ function readSchedstat(path: string): SchedTimes | undefined {
 }
 
 /** One thread's scheduler times (the main thread's tid is the process's pid); zero when unreadable. */
-export function threadSched(pid: number, tid = pid): SchedTimes {
+export function threadSched(pid: number, tid: number | string = pid): SchedTimes {
   return readSchedstat(`/proc/${pid}/task/${tid}/schedstat`) ?? { running: 0, waiting: 0 }
 }
 
 /** Scheduler times of every thread of the processes named `command`, by pid (their threads summed). */
 export function schedByCommand(command: string): Map<number, SchedTimes> {
-  const result = new Map<number, SchedTimes>()
-  for (const pid of allPids()) {
-    if (readStat(pid)?.command !== command) continue
-    result.set(pid, processSched(pid))
-  }
-  return result
+  return byCommand(command, (_stat, pid) => processSched(pid))
 }
 
 /** A process's threads' scheduler times, summed. */
@@ -333,8 +333,7 @@ export function processSched(pid: number): SchedTimes {
     return total
   }
   for (const tid of tids) {
-    const times = readSchedstat(`/proc/${pid}/task/${tid}/schedstat`)
-    if (!times) continue
+    const times = threadSched(pid, tid)
     total.running += times.running
     total.waiting += times.waiting
   }
