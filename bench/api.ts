@@ -458,6 +458,8 @@ interface ShapeResult {
    */
   transactionsPerRequest: number
   /** The measured window, in µs of the monotonic clock (to cut the server's CPU profile). */
+  /** Gift batches committed in the window, by way (pipelined: two round trips; usual: the fallback). */
+  giftBatches: { pipelined: number; usual: number }
   window: [number, number]
   /** The server's database sessions: average number in each state over the measured window. */
   sessionStates: Record<string, number>
@@ -542,6 +544,14 @@ async function commits(admin: postgres.Sql, database: string): Promise<number> {
   return Number(row?.n ?? Number.NaN)
 }
 
+/** The server's gift batches so far, by way (its /metrics: giftledger_gift_batches_total). */
+async function giftBatches(url: string): Promise<{ pipelined: number; usual: number }> {
+  const text = await (await fetch(`${url}/metrics`)).text()
+  const count = (way: string) =>
+    Number(new RegExp(`^giftledger_gift_batches_total\\{way="${way}"\\} (\\d+)`, 'm').exec(text)?.[1] ?? 0)
+  return { pipelined: count('pipelined'), usual: count('usual') }
+}
+
 async function runShape(
   shape: Shape,
   context: {
@@ -559,6 +569,7 @@ async function runShape(
   if (options.warmupSeconds > 0)
     await load(server.url, shape, options.connections, options.warmupSeconds, counter, tally)
   const commitsBefore = await commits(admin, database)
+  const batchesBefore = await giftBatches(server.url)
   const mark = monitor.mark()
   const serverBefore = processCpuSeconds(server.pid)
   const postgresBefore = cpuByCommand('postgres')
@@ -583,6 +594,7 @@ async function runShape(
   const machineAfter = machineTimes()
   const interference = monitor.since(mark)
   const commitsAfter = await commits(admin, database)
+  const batchesAfter = await giftBatches(server.url)
   // The monitor counts every process but this one and PostgreSQL's: the server is ours too.
   const cpus = os.availableParallelism()
   interference.otherCpuPercent = Math.max(0, interference.otherCpuPercent - serverCpu / cpus)
@@ -602,6 +614,10 @@ async function runShape(
     serverCpuMsPerRequest: ((serverCpu / 100) * wall * 1000) / run.ok,
     postgresCpuMsPerRequest: (postgresCpuSeconds * 1000) / run.ok,
     transactionsPerRequest: (commitsAfter - commitsBefore) / run.ok,
+    giftBatches: {
+      pipelined: batchesAfter.pipelined - batchesBefore.pipelined,
+      usual: batchesAfter.usual - batchesBefore.usual,
+    },
     window,
     sessionStates,
     sched,
@@ -836,6 +852,12 @@ function report(
     )
   }
   lines.push(`gifts per database commit (all gift batches of the run): ${fmt(run.giftsPerCommit, 1)}`)
+  for (const r of run.results.filter((x) => x.name === 'gift')) {
+    const { pipelined, usual } = r.giftBatches
+    lines.push(
+      `gift batches in the window: ${fmt(pipelined + usual)}, ${fmt(usual)} of them the usual way (the fallback: more round trips), ${fmt((r.requestsPerSecond * (r.window[1] - r.window[0])) / 1e6 / Math.max(1, pipelined + usual), 1)} gifts per batch`,
+    )
+  }
   for (const r of run.results) {
     const list = Object.entries(r.errors)
     if (list.length > 0 || r.connectionErrors > 0)

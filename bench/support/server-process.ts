@@ -1,5 +1,5 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
-import { readdirSync, readFileSync } from 'node:fs'
+import { createWriteStream, readdirSync, readFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 
 // The real server (src/main.ts) in a child process, so that a load generator
@@ -80,7 +80,10 @@ export async function startServerProcess(options: {
   let lineCount = 0
   // A chunk may end in the middle of a line: the rest comes with the next one.
   const partial = { stdout: '', stderr: '' }
+  // BENCH_SERVER_LOG=FILE: every line the server prints, also into FILE (node --trace-gc, say).
+  const copy = process.env.BENCH_SERVER_LOG ? createWriteStream(process.env.BENCH_SERVER_LOG) : undefined
   const collect = (stream: 'stdout' | 'stderr') => (chunk: Buffer) => {
+    copy?.write(chunk)
     const text = partial[stream] + chunk.toString('utf8')
     const complete = text.split('\n')
     partial[stream] = complete.pop() ?? ''
