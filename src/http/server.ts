@@ -27,6 +27,7 @@ import {
   useRequestObservation,
 } from './observe.js'
 import { type ClientAddress, TokenBuckets, useMutationRateLimit } from './rate-limit.js'
+import { Turns } from './turns.js'
 import { attachWebSocket } from './websocket.js'
 
 /** Limits on what one request may ask of the server. */
@@ -192,6 +193,7 @@ export function buildApp({
   })
 
   const inFlight = new Set<ServerResponse>()
+  const turns = new Turns()
 
   const server = createServer(
     {
@@ -339,32 +341,43 @@ export function buildApp({
     const { requestId } = observation
     const body = await readBody(req, LIMITS.bodySizeMaxBytes)
     if (body === 'too-large') return refuseTooLarge(req, res)
+    // Its turn: after the database's answers that came with this one (turns.ts).
+    await turns.wait()
 
-    // Ends a subscription (SSE) or a running operation when the client goes away.
-    const abort = new AbortController()
-    res.on('close', () => {
-      if (!res.writableFinished) abort.abort()
-    })
-    const request = new Request(new URL(req.url ?? '/', `http://${req.headers.host ?? 'localhost'}`), {
-      method: req.method ?? 'GET',
-      headers: toHeaders(req),
-      body: body && body.length > 0 ? new Uint8Array(body) : undefined,
-      signal: abort.signal,
-    })
-    const response = await yoga.fetch(request, {
-      requestId,
-      observation,
-      clientAddress: req.socket.remoteAddress,
-      disconnect: () => res.destroy(),
-    })
+    // Yoga's own Fetch classes (the @whatwg-node ponyfills) wrap the body and
+    // the headers as they are; the request carries no abort signal, which Yoga
+    // would not use (operations run to their end), and which would cost a
+    // native AbortController per request. An event stream (SSE) is written as
+    // it comes (sendStream).
+    const response = await yoga.fetch(
+      new URL(req.url ?? '/', `http://${req.headers.host ?? 'localhost'}`),
+      {
+        method: req.method ?? 'GET',
+        headers: req.headers as Record<string, string>,
+        body:
+          body && body.length > 0
+            ? new Uint8Array(body.buffer as ArrayBuffer, body.byteOffset, body.length)
+            : undefined,
+      },
+      {
+        requestId,
+        observation,
+        clientAddress: req.socket.remoteAddress,
+        disconnect: () => res.destroy(),
+      },
+    )
+    if (!response.headers.get('content-type')?.startsWith('text/event-stream')) {
+      return sendResponse(res, response)
+    }
     // A subscription over SSE: a live subscriber while it lasts, ended by stop().
     const ending = new AbortController()
-    if (response.headers.get('content-type')?.startsWith('text/event-stream')) {
-      observation.stream = true
-      eventStreams.add(ending)
-      res.once('close', () => eventStreams.delete(ending))
-    }
-    await sendResponse(res, response, ending.signal)
+    observation.stream = true
+    eventStreams.add(ending)
+    res.once('close', () => {
+      eventStreams.delete(ending)
+      ending.abort()
+    })
+    await sendStream(res, response, ending.signal)
   }
 
   function refuseTooLarge(req: IncomingMessage, res: ServerResponse): void {
@@ -453,36 +466,46 @@ function readBody(req: IncomingMessage, limitBytes: number): Promise<Buffer | 't
   })
 }
 
-function toHeaders(req: IncomingMessage): Headers {
-  const headers = new Headers()
-  for (const [name, value] of Object.entries(req.headers)) {
-    if (value === undefined) continue
-    for (const v of Array.isArray(value) ? value : [value]) headers.append(name, v)
-  }
-  return headers
-}
-
-/** Writes Yoga's response; `ending` aborted ends a stream (SSE) cleanly: its subscription is returned. */
-async function sendResponse(res: ServerResponse, response: Response, ending?: AbortSignal): Promise<void> {
+/** The status and headers of Yoga's response, for res.writeHead. */
+function headersOf(response: Response): Record<string, string | string[]> {
   const headers: Record<string, string | string[]> = {}
   response.headers.forEach((value, name) => {
     if (name !== 'set-cookie') headers[name] = value
   })
   const cookies = response.headers.getSetCookie()
   if (cookies.length > 0) headers['set-cookie'] = cookies
+  return headers
+}
+
+/** Writes Yoga's response (not a stream) in one piece, with its length. */
+async function sendResponse(res: ServerResponse, response: Response): Promise<void> {
+  const body = response.body ? Buffer.from(await response.arrayBuffer()) : undefined
+  const headers = headersOf(response)
+  if (body) headers['content-length'] = String(body.length)
   res.writeHead(response.status, headers)
+  res.end(body)
+}
+
+/**
+ * Writes an event stream (SSE) chunk by chunk, as events come; `ending`
+ * aborted (the server stops, the client went away) ends it: the
+ * subscription's iterator is returned. (After a client went away, Yoga's
+ * stream lets the cancel through only when its pending read settles: at the
+ * next event or keep-alive ping, within 12 s.)
+ */
+async function sendStream(res: ServerResponse, response: Response, ending: AbortSignal): Promise<void> {
+  res.writeHead(response.status, headersOf(response))
   if (!response.body) {
     res.end()
     return
   }
-  // Written chunk by chunk, so that event streams (SSE) reach the client as they come.
   const reader = response.body.getReader()
   // Yoga's stream (a ponyfill) does not settle a pending read when cancelled: `ending` settles it instead.
   let settleRead: ((result: null) => void) | undefined
   const onEnding = () => settleRead?.(null)
-  ending?.addEventListener('abort', onEnding, { once: true })
+  ending.addEventListener('abort', onEnding, { once: true })
   for (;;) {
-    const next = ending?.aborted
+    const next = ending.aborted
       ? null
       : await new Promise<ReadableStreamReadResult<Uint8Array> | null>((resolve, reject) => {
           settleRead = resolve
@@ -501,7 +524,7 @@ async function sendResponse(res: ServerResponse, response: Response, ending?: Ab
       })
     }
   }
-  ending?.removeEventListener('abort', onEnding)
+  ending.removeEventListener('abort', onEnding)
   res.end()
 }
 
