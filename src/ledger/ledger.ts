@@ -3,6 +3,7 @@ import type { Database, Db, DbOrTx, OneTrip, Tx } from '../db/client.js'
 import { rowsOf } from '../db/rows.js'
 import { ledgerAccounts, ledgerEntries, ledgerHolds } from '../db/schema.js'
 import { AccountDirectory } from './accounts.js'
+import { BalanceReads } from './balance-reads.js'
 import { Coalescer } from './coalescer.js'
 import { invalid, LedgerError } from './errors.js'
 import { createHoldInTx, type PostHoldOptions, postHoldInTx, releaseHoldInTx, validateHold } from './holds.js'
@@ -92,7 +93,8 @@ export class Ledger {
   /** Shards credited since they were last swept, with their account (sweepShards). */
   private readonly unswept = new Map<bigint, Account>()
   /** The balance read, built once: the hottest read there is (every `me { wallet { coins } }`). */
-  private readonly balanceById: ReturnType<typeof prepareBalanceById>
+  /** Balance reads, those asked for together sent together. */
+  readonly balanceReads: BalanceReads
   /** What this process expects its accounts' rows to hold: batches planned on it take the fast path. */
   private readonly known: AccountStates
 
@@ -127,7 +129,7 @@ export class Ledger {
         }),
     )
     this.sharded = opts.sharded
-    this.balanceById = prepareBalanceById(this.db)
+    this.balanceReads = new BalanceReads(this.db)
   }
 
   /**
@@ -429,7 +431,7 @@ export class Ledger {
     const [account] = await this.accounts.resolve(this.db, [ref])
     const [row] = this.sharded((account as Account).code)
       ? await this.shardedBalance(account as Account)
-      : await this.balanceById.execute({ id: (account as Account).id })
+      : [await this.balanceReads.read((account as Account).id)]
     if (!row)
       throw new LedgerError('UNKNOWN_ACCOUNT', `no account ${typeof ref === 'string' ? ref : ref.code}`)
     return {
@@ -609,16 +611,3 @@ export class Ledger {
  * builds it on every call (measured on PostgreSQL: ledger.balance took
  * ~90 µs of CPU per call this way, ~180–260 µs with `select()` each time).
  */
-function prepareBalanceById(db: Db) {
-  return db
-    .select({
-      balance: ledgerAccounts.balance,
-      heldAmount: ledgerAccounts.heldAmount,
-      debitsTotal: ledgerAccounts.debitsTotal,
-      creditsTotal: ledgerAccounts.creditsTotal,
-      lastSeq: ledgerAccounts.lastSeq,
-    })
-    .from(ledgerAccounts)
-    .where(eq(ledgerAccounts.id, sql.placeholder('id')))
-    .prepare('ledger_balance_by_id')
-}
