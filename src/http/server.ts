@@ -146,6 +146,9 @@ export function buildApp({
     landingPage: false,
     // One operation per request: a batch would multiply every other limit here.
     batching: false,
+    // The body's size is limited before Yoga sees it (readBody: LIMITS.bodySizeMaxBytes, 413);
+    // Yoga's own limit would pipe every body through a stream once more.
+    maxRequestBodySize: false,
     logging: yogaLogger(logger),
     maskedErrors: {
       errorMessage: 'Unexpected error.',
