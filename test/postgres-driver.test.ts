@@ -40,3 +40,49 @@ describe.skipIf(!onPostgres)('the postgres driver as installed (PostgreSQL)', ()
     expect(unhandled).toBe(0)
   })
 })
+
+// The patch's fourth part: messages of 1 KiB or more sent in the same run of
+// JavaScript go to the socket in one write at its end (before, one write each,
+// and each write to a sleeping backend costs a wake-up).
+const WRITES_PROBE = `
+import net from 'node:net'
+import postgres from 'postgres'
+let writes = 0
+const write = net.Socket.prototype.write
+net.Socket.prototype.write = function (...args) {
+  if (this.remotePort === Number(new URL(process.env.PROBE_URL).port || 5432)) writes++
+  return write.apply(this, args)
+}
+const sql = postgres(process.env.PROBE_URL, { max: 1, onnotice: () => {} })
+// As src/db/client.ts sends a pipelined round trip: a reserved connection, prepared statements, execute().
+const connection = await sql.reserve()
+const big = (n) => 'x'.repeat(2000) + n
+const send = (ns) => Promise.all(ns.map((n) => connection.unsafe('select length($1::text) as n', [big(n)], { prepare: true }).execute()))
+// Once first: the driver describes a new statement in a round trip of its own.
+await send([1, 2, 3])
+writes = 0
+const answers = await send([1, 2, 3])
+const together = writes
+writes = 0
+const [one] = await send([4])
+console.log(JSON.stringify({ together, alone: writes, lengths: [...answers, one].map((rows) => rows[0].n) }))
+connection.release()
+await sql.end({ timeout: 1 })
+`
+
+describe.skipIf(!onPostgres)('the postgres driver as installed: writes (PostgreSQL)', () => {
+  it('sends large statements issued together in one write, each answered', async () => {
+    const { stdout } = await run(process.execPath, ['--input-type=module', '-e', WRITES_PROBE], {
+      env: { ...process.env, PROBE_URL: testDatabaseUrl },
+      timeout: 20_000,
+    })
+    const { together, alone, lengths } = JSON.parse(stdout) as {
+      together: number
+      alone: number
+      lengths: number[]
+    }
+    expect(lengths).toEqual([2001, 2001, 2001, 2001])
+    expect(together).toBe(1)
+    expect(alone).toBe(1)
+  })
+})
