@@ -365,6 +365,30 @@ describe('slow consumers', () => {
   }, 60_000)
 })
 
+describe('SSE subscribers that go away', () => {
+  it('are unsubscribed as soon as the client closes, not at the next event or ping', async () => {
+    const other = await signIn(app, 'gonessecreator', ['creator'])
+    const quietStream = (await other.ok(START_LIVE, { title: 'quiet sse' })).startLiveStream.liveStream
+      .id as string
+    const topic = `stream:${quietStream}`
+    const bus = app.services.live.bus as unknown as { subscriberCount(topic: string): number }
+    // Yoga pings an SSE stream every 300 ms under NODE_ENV=test (12 s otherwise), and a ping
+    // written to a closed socket ends it too: this stream gets the real interval.
+    const nodeEnv = process.env.NODE_ENV
+    process.env.NODE_ENV = 'development'
+    const subscriber = sse<LiveGift>(LIVE_GIFTS, { streamId: quietStream })
+    try {
+      await until(() => bus.subscriberCount(topic) === 1, 5_000, 'the subscription')
+    } finally {
+      process.env.NODE_ENV = nodeEnv
+    }
+    subscriber.close()
+    expect(await subscriber.done).toBe('closed')
+    // No gift is sent to the stream: only the client's going away can end the subscription.
+    await until(() => bus.subscriberCount(topic) === 0, 5_000, 'the subscription to end')
+  })
+})
+
 describe('slow SSE consumers', () => {
   it('cuts an SSE subscriber that stops reading', async () => {
     const other = await signIn(app, 'slowssecreator', ['creator'])

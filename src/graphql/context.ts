@@ -22,4 +22,10 @@ export interface Context {
    * response is cut): for a subscriber that fell too far behind.
    */
   disconnectSlowConsumer?: () => void
+  /**
+   * Calls `release` once this request's client has gone away (an HTTP
+   * connection closed): a subscription over SSE ends then, not at its next
+   * event. Absent over WebSocket, where graphql-ws ends subscriptions itself.
+   */
+  onClientGone?: (release: () => void) => void
 }

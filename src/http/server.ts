@@ -79,6 +79,8 @@ interface ServerContext extends ClientAddress {
   observation?: RequestObservation
   /** Cuts this request's connection: for an SSE subscriber that fell behind. */
   disconnect?: () => void
+  /** Calls back once this request's connection has closed (Context.onClientGone). */
+  onClientGone?: (release: () => void) => void
   /** Set for operations over WebSocket: the connection's viewer, authenticated in connection_init. */
   websocket?: { viewer: Viewer | null; disconnectSlowConsumer: () => void }
 }
@@ -184,7 +186,7 @@ export function buildApp({
       useMutationRateLimit(mutationBuckets),
       useRefuseUnstorableStrings(),
     ],
-    context: async ({ request, requestId, disconnect, websocket }): Promise<Context> => ({
+    context: async ({ request, requestId, disconnect, onClientGone, websocket }): Promise<Context> => ({
       db: database.db,
       viewer: websocket
         ? websocket.viewer
@@ -192,6 +194,7 @@ export function buildApp({
       requestId,
       services,
       disconnectSlowConsumer: websocket?.disconnectSlowConsumer ?? disconnect,
+      onClientGone,
     }),
   })
 
@@ -367,6 +370,9 @@ export function buildApp({
         observation,
         clientAddress: req.socket.remoteAddress,
         disconnect: () => res.destroy(),
+        onClientGone: (release) => {
+          res.once('close', release)
+        },
       },
     )
     if (!response.headers.get('content-type')?.startsWith('text/event-stream')) {
@@ -492,9 +498,10 @@ async function sendResponse(res: ServerResponse, response: Response): Promise<vo
 /**
  * Writes an event stream (SSE) chunk by chunk, as events come; `ending`
  * aborted (the server stops, the client went away) ends it: the
- * subscription's iterator is returned. (After a client went away, Yoga's
- * stream lets the cancel through only when its pending read settles: at the
- * next event or keep-alive ping, within 12 s.)
+ * subscription's iterator is returned. (Yoga's stream lets that cancel
+ * through only when its pending read settles, at the next event or
+ * keep-alive ping; a client gone releases its subscription at once through
+ * Context.onClientGone, src/live/schema.ts.)
  */
 async function sendStream(res: ServerResponse, response: Response, ending: AbortSignal): Promise<void> {
   res.writeHead(response.status, headersOf(response))
