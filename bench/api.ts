@@ -457,9 +457,9 @@ interface ShapeResult {
    * about the statements a request sends, plus its share of a batch.
    */
   transactionsPerRequest: number
-  /** The measured window, in µs of the monotonic clock (to cut the server's CPU profile). */
   /** Gift batches committed in the window, by way (pipelined: two round trips; usual: the fallback). */
   giftBatches: { pipelined: number; usual: number }
+  /** The measured window, in µs of the monotonic clock (to cut the server's CPU profile). */
   window: [number, number]
   /** The server's database sessions: average number in each state over the measured window. */
   sessionStates: Record<string, number>

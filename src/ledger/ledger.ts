@@ -92,8 +92,7 @@ export class Ledger {
   private readonly sharded: (code: string) => boolean
   /** Shards credited since they were last swept, with their account (sweepShards). */
   private readonly unswept = new Map<bigint, Account>()
-  /** The balance read, built once: the hottest read there is (every `me { wallet { coins } }`). */
-  /** Balance reads, those asked for together sent together. */
+  /** Balance reads (every `me { wallet { coins } }`): those asked for together are sent together. */
   readonly balanceReads: BalanceReads
   /** What this process expects its accounts' rows to hold: batches planned on it take the fast path. */
   private readonly known: AccountStates
@@ -605,9 +604,3 @@ export class Ledger {
     return account as Account
   }
 }
-
-/**
- * A prepared drizzle query: its SQL is built once, where an ad hoc select
- * builds it on every call (measured on PostgreSQL: ledger.balance took
- * ~90 µs of CPU per call this way, ~180–260 µs with `select()` each time).
- */
