@@ -9,7 +9,16 @@ import { ledgerAccounts } from '../db/schema.js'
 //
 // A read never joins a statement already sent: it goes in the next one, so
 // that it sees every commit that finished before it was asked for (a client
-// reads its balance after its gift's answer, and gets the debit).
+// reads its balance after its gift's answer, and gets the debit). A statement
+// reads at most READS_PER_STATEMENT_MAX accounts; more go in another.
+//
+// Both statements are prepared drizzle queries: their SQL is built once,
+// where an ad hoc select builds it on every call (measured on PostgreSQL:
+// a balance read took ~90 µs of CPU this way, ~180–260 µs with `select()`
+// each time).
+
+/** Accounts read by one statement at most. */
+export const READS_PER_STATEMENT_MAX = 500
 
 export interface BalanceRow {
   balance: bigint
@@ -27,7 +36,7 @@ interface Waiting {
 export class BalanceReads {
   /** The reads asked for since the last statement was sent, by account id. */
   private gathering: Map<bigint, Waiting[]> | null = null
-  /** Statements sent, and accounts read (for tests and metrics). */
+  /** Statements sent, and accounts read (for tests). */
   readonly counts = { statements: 0, reads: 0 }
 
   private readonly one
@@ -57,20 +66,22 @@ export class BalanceReads {
   /** The account's row as committed when the read is sent; undefined: no such account. */
   read(id: bigint): Promise<BalanceRow | undefined> {
     return new Promise((resolve, reject) => {
-      if (this.gathering === null) {
-        this.gathering = new Map()
+      let gathering = this.gathering
+      if (gathering === null || (gathering.size >= READS_PER_STATEMENT_MAX && !gathering.has(id))) {
+        const started = new Map<bigint, Waiting[]>()
+        this.gathering = gathering = started
         // After the running callbacks and their promise jobs: the turn's other reads join.
-        process.nextTick(() => void this.send())
+        process.nextTick(() => void this.send(started))
       }
-      const waiting = this.gathering.get(id)
+      const waiting = gathering.get(id)
       if (waiting) waiting.push({ resolve, reject })
-      else this.gathering.set(id, [{ resolve, reject }])
+      else gathering.set(id, [{ resolve, reject }])
     })
   }
 
-  private async send(): Promise<void> {
-    const batch = this.gathering as Map<bigint, Waiting[]>
-    this.gathering = null
+  private async send(batch: Map<bigint, Waiting[]>): Promise<void> {
+    // A full batch was already replaced by a new one; otherwise reads from now on start another.
+    if (this.gathering === batch) this.gathering = null
     this.counts.statements++
     this.counts.reads += batch.size
     try {

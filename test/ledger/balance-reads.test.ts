@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { BalanceReads } from '../../src/ledger/balance-reads.js'
+import { BalanceReads, READS_PER_STATEMENT_MAX } from '../../src/ledger/balance-reads.js'
 import { Ledger, platform, userWallet } from '../../src/ledger/index.js'
 import { createTestDatabase, type TestDatabase } from '../support/db.js'
 
@@ -63,6 +63,17 @@ describe('balance reads', () => {
     expect(row?.balance).toBe(100n)
     expect(missing).toBeUndefined()
     expect(reads.counts).toEqual({ statements: 1, reads: 2 })
+  })
+
+  it(`reads at most ${READS_PER_STATEMENT_MAX} accounts per statement; more go in another, each still answered`, async () => {
+    const reads = new BalanceReads(t.database.db)
+    const known = (await ledger.balance(wallet(3))).account.id
+    // Ids no account has (undefined), the known one last: it goes in the second statement.
+    const ids = Array.from({ length: READS_PER_STATEMENT_MAX }, (_, i) => 10_000_000n + BigInt(i))
+    const rows = await Promise.all([...ids, known].map((id) => reads.read(id)))
+    expect(reads.counts).toEqual({ statements: 2, reads: READS_PER_STATEMENT_MAX + 1 })
+    expect(rows.slice(0, -1).every((r) => r === undefined)).toBe(true)
+    expect(rows.at(-1)?.balance).toBe(300n)
   })
 
   it('rejects every read of a statement that failed, and the next reads go on', async () => {
