@@ -14,6 +14,10 @@
 // for all of them in a row; and setImmediate runs after the turn's I/O
 // callbacks, so the database's answers never wait behind more than one turn.
 // BENCHMARKS.md (the API section) has the measurements.
+//
+// The queue holds requests whose bodies have been read (at most 1 MiB each,
+// with the server's header and request timeouts), one callback each: no more
+// than the requests that would otherwise be running at once.
 
 /** Requests released per turn: enough to run each step warm, few enough to keep a turn short. */
 export const REQUESTS_PER_TURN = 16
