@@ -1,3 +1,5 @@
+import { once } from 'node:events'
+import { connect } from 'node:net'
 import { Writable } from 'node:stream'
 import { sql } from 'drizzle-orm'
 import { type Client, createClient } from 'graphql-ws'
@@ -282,6 +284,26 @@ describe('structured logs', () => {
       logEntries().find((e) => e.msg === 'subscription started' && e.userId === alice.userId),
     ).toMatchObject({ operation: 'MyWallet' })
   }, 60_000)
+
+  it('logs a request its client cut before any answer as a warning, not a server error', async () => {
+    // Half a body, then the connection closed: the server never gets to answer.
+    const socket = connect(Number(new URL(app.url).port), '127.0.0.1')
+    await once(socket, 'connect')
+    socket.write(
+      'POST /graphql HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n' +
+        'x-request-id: obs-cut-0001\r\ncontent-length: 100\r\nexpect: 100-continue\r\n\r\n',
+    )
+    // "100 Continue": the server has the request and is waiting for its body.
+    const [interim] = await once(socket, 'data')
+    expect(String(interim)).toMatch(/^HTTP\/1\.1 100 /)
+    socket.write('{"query":')
+    socket.destroy()
+    await until(() => logEntries().some((e) => e.requestId === 'obs-cut-0001'), 'the cut request logged')
+    const cut = logEntries().filter((e) => e.requestId === 'obs-cut-0001')
+    expect(cut).toHaveLength(1)
+    // pino's levels: 40 warn, 50 error.
+    expect(cut[0]).toMatchObject({ msg: 'request', level: 40, status: 0, cut: true, completed: false })
+  })
 
   it('redacts secrets wherever a logged object or an error message carries them', () => {
     const captured: string[] = []

@@ -92,7 +92,11 @@ export function observeRequest(
       remoteAddress: req.socket.remoteAddress,
       completed: res.writableFinished,
     }
-    if (status >= 500 || status === 0) logger.error(line, 'request')
+    if (status >= 500) logger.error(line, 'request')
+    // Cut before any answer: the client went away (it closed the connection, gave up
+    // waiting, or sent only part of its body). A server fault that cuts a request is
+    // logged where it happens ('request failed'); this line is the client's doing.
+    else if (status === 0) logger.warn({ ...line, cut: true }, 'request')
     else if (QUIET_ROUTES.has(path)) logger.debug(line, 'request')
     else logger.info(line, 'request')
   })
