@@ -232,8 +232,8 @@ describe('live streams and gifts', () => {
       idempotencyKey: key(),
     })
     expect(typed.errors?.length).toBeGreaterThan(0)
-    const creatorSelf =
-      (await grant(creator, 10), await send(creator, { giftId: gifts.Rose?.id, liveStreamId: streamId }))
+    await grant(creator, 10)
+    const creatorSelf = await send(creator, { giftId: gifts.Rose?.id, liveStreamId: streamId })
     expect(creatorSelf.userErrors).toMatchObject([{ code: 'CANNOT_GIFT_SELF' }])
     expect(await coinsOf(alice)).toBe(before.alice)
     expect(await giftEventCount()).toBe(before.events)

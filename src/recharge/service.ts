@@ -363,7 +363,7 @@ export class RechargeService {
     if (holdId === null) {
       const coins = order.coins + order.bonusCoins - order.clawedBackCoins
       const available = (await this.ledger.balance(wallet)).available
-      const amount = coins < available ? coins : available
+      const amount = smaller(coins, available)
       if (amount > 0n) {
         try {
           const { hold } = await this.ledger.hold({
@@ -411,10 +411,7 @@ export class RechargeService {
         .where(eq(rechargeOrders.id, order.id))
         .for('update')
       if (!locked || locked.disputeStatus === 'lost') return locked as RechargeOrder
-      const amount =
-        dispute.amountMinor > locked.priceMinor - locked.refundedMinor
-          ? locked.priceMinor - locked.refundedMinor
-          : dispute.amountMinor
+      const amount = smaller(dispute.amountMinor, locked.priceMinor - locked.refundedMinor)
       const target = locked.refundedMinor + amount
       const clawed = coinsFor(locked, target)
       const chargeback = chargebackRequest(
@@ -627,7 +624,7 @@ export function planSettle(order: RechargeOrder, payment: ProviderPayment): Sett
     // reversal as a refund) is the dispute's to settle: its hold already has the coins.
     const disputeOpen = order.disputeStatus === 'open'
     if (credited && !disputeOpen && payment.refundedMinor > order.refundedMinor) {
-      const target = payment.refundedMinor > order.priceMinor ? order.priceMinor : payment.refundedMinor
+      const target = smaller(payment.refundedMinor, order.priceMinor)
       const clawed = coinsFor(order, target)
       plan.postings.push(refundRequest(order, target, clawed - order.clawedBackCoins))
       Object.assign(plan.changes, {
@@ -824,4 +821,9 @@ async function callProvider<T>(call: () => Promise<T>): Promise<T> {
     }
     throw error
   }
+}
+
+/** The smaller of two amounts (Math.min takes no bigint). */
+function smaller(a: bigint, b: bigint): bigint {
+  return a < b ? a : b
 }
