@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url'
 //
 //   npm run bench -- [--seconds 15] [--clients 64] ...
 
-const benchmarks = ['ledger.ts', 'api.ts', 'live.ts', 'audit.ts']
+const benchmarks = ['ledger.ts', 'api.ts', 'webhooks.ts', 'live.ts', 'audit.ts']
 
 let failed = 0
 for (const file of benchmarks) {
