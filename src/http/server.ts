@@ -5,7 +5,14 @@ import { EnvelopArmorPlugin } from '@escape.tech/graphql-armor'
 import { useCSRFPrevention } from '@graphql-yoga/plugin-csrf-prevention'
 import { useDisableIntrospection } from '@graphql-yoga/plugin-disable-introspection'
 import type { GraphQLSchema } from 'graphql'
-import { createGraphQLError, createYoga, maskError, type YogaLogger } from 'graphql-yoga'
+import {
+  createGraphQLError,
+  createYoga,
+  isAsyncIterable,
+  maskError,
+  type Plugin,
+  type YogaLogger,
+} from 'graphql-yoga'
 import type { Logger } from 'pino'
 import type { Authenticator } from '../auth/authenticate.js'
 import { AuthenticationError } from '../auth/tokens.js'
@@ -185,6 +192,7 @@ export function buildApp({
       }),
       useMutationRateLimit(mutationBuckets),
       useRefuseUnstorableStrings(),
+      useEndSubscriptionsWithClient(),
     ],
     context: async ({ request, requestId, disconnect, onClientGone, websocket }): Promise<Context> => ({
       db: database.db,
@@ -371,7 +379,8 @@ export function buildApp({
         clientAddress: req.socket.remoteAddress,
         disconnect: () => res.destroy(),
         onClientGone: (release) => {
-          res.once('close', release)
+          if (res.closed) release()
+          else res.once('close', release)
         },
       },
     )
@@ -475,6 +484,30 @@ function readBody(req: IncomingMessage, limitBytes: number): Promise<Buffer | 't
   })
 }
 
+/**
+ * Every subscription over an HTTP request (SSE) is returned, its bus
+ * subscription released, as soon as its client goes away
+ * (Context.onClientGone). Yoga's event stream would notice only at its next
+ * event or keep-alive ping (up to 12 s). Over WebSocket there is no
+ * onClientGone: graphql-ws returns a connection's subscriptions itself.
+ */
+function useEndSubscriptionsWithClient(): Plugin<Context> {
+  return {
+    onSubscribe({ args }) {
+      const { onClientGone } = args.contextValue
+      if (!onClientGone) return
+      return {
+        onSubscribeResult({ result }) {
+          if (!isAsyncIterable(result)) return
+          onClientGone(() => {
+            result.return?.().catch(() => {})
+          })
+        },
+      }
+    },
+  }
+}
+
 /** The status and headers of Yoga's response, for res.writeHead. */
 function headersOf(response: Response): Record<string, string | string[]> {
   const headers: Record<string, string | string[]> = {}
@@ -501,7 +534,7 @@ async function sendResponse(res: ServerResponse, response: Response): Promise<vo
  * subscription's iterator is returned. (Yoga's stream lets that cancel
  * through only when its pending read settles, at the next event or
  * keep-alive ping; a client gone releases its subscription at once through
- * Context.onClientGone, src/live/schema.ts.)
+ * useEndSubscriptionsWithClient.)
  */
 async function sendStream(res: ServerResponse, response: Response, ending: AbortSignal): Promise<void> {
   res.writeHead(response.status, headersOf(response))

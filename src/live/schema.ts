@@ -2,7 +2,6 @@ import { GraphQLError } from 'graphql'
 import { GiftEvent } from '../gifts/schema.js'
 import type { GiftEvent as GiftEventRow } from '../gifts/service.js'
 import { builder } from '../graphql/builder.js'
-import type { Context } from '../graphql/context.js'
 import { DomainError } from '../graphql/errors.js'
 import { viewerOf } from '../wallet/schema.js'
 import type { StreakEnd as StreakEndShape } from './streaks.js'
@@ -45,13 +44,10 @@ builder.subscriptionFields((t) => ({
     },
     authScopes: { public: true },
     subscribe: (_root, args, ctx) =>
-      endsWithClient(
-        ctx,
-        asGraphQLError(() =>
-          ctx.services.live.gifts.subscribe(String(args.streamId), args.afterSequence, {
-            onOverflow: ctx.disconnectSlowConsumer,
-          }),
-        ),
+      asGraphQLError(() =>
+        ctx.services.live.gifts.subscribe(String(args.streamId), args.afterSequence, {
+          onOverflow: ctx.disconnectSlowConsumer,
+        }),
       ),
     resolve: (event: GiftEventRow) => event,
   }),
@@ -62,11 +58,8 @@ builder.subscriptionFields((t) => ({
     args: { streamId: t.arg.id({ required: true }) },
     authScopes: { public: true },
     subscribe: (_root, args, ctx) =>
-      endsWithClient(
-        ctx,
-        asGraphQLError(() =>
-          ctx.services.live.streaks.subscribe(String(args.streamId), ctx.disconnectSlowConsumer),
-        ),
+      asGraphQLError(() =>
+        ctx.services.live.streaks.subscribe(String(args.streamId), ctx.disconnectSlowConsumer),
       ),
     resolve: (end: StreakEndShape) => end,
   }),
@@ -74,27 +67,10 @@ builder.subscriptionFields((t) => ({
     type: WalletUpdate,
     description: 'Your wallet balance after each change: gift sent, recharge, refund, grant. Yours only.',
     authScopes: { signedIn: true },
-    subscribe: (_root, _args, ctx) =>
-      endsWithClient(ctx, ctx.services.live.wallets.subscribe(viewerOf(ctx).userId)),
+    subscribe: (_root, _args, ctx) => ctx.services.live.wallets.subscribe(viewerOf(ctx).userId),
     resolve: (update: WalletUpdateShape) => update,
   }),
 }))
-
-/**
- * The subscription, returned (its bus subscription released) as soon as its
- * client goes away: over SSE the response's stream would otherwise notice
- * only at the next event or keep-alive ping.
- */
-async function endsWithClient<T>(
-  ctx: Context,
-  subscription: AsyncGenerator<T> | Promise<AsyncGenerator<T>>,
-): Promise<AsyncGenerator<T>> {
-  const generator = await subscription
-  ctx.onClientGone?.(() => {
-    generator.return(undefined).catch(() => {})
-  })
-  return generator
-}
 
 /** A refusal (no such stream, a bad afterSequence) as a GraphQL error with its code. */
 async function asGraphQLError<T>(start: () => Promise<T>): Promise<T> {
