@@ -909,6 +909,21 @@ function report(
     )
   }
 
+  // What each shape could reach on this machine at the cost per request just
+  // measured: with all its cores busy on the shape's work (server, PostgreSQL
+  // and autocannon together), and with the server's event loop busy all the
+  // time (the no-op's own limit). A target above the first is out of this
+  // machine's reach, whatever the code does with the cost it has.
+  const cpus = machine.cpus
+  for (const r of run.results.filter((x) => x.name !== 'noop')) {
+    const coreMs = ((r.machineCpu / 100) * cpus * 1000) / r.requestsPerSecond
+    const allCores = (r.requestsPerSecond * 100) / r.machineCpu
+    const eventLoop = (r.requestsPerSecond * 100) / r.sched.mainRunning
+    lines.push(
+      `${r.name} CPU budget: ${fmt(coreMs, 3)} core-ms per request on the machine (server ${fmt(r.serverCpuMsPerRequest, 3)}, PostgreSQL ${fmt(r.postgresCpuMsPerRequest, 3)}); ceilings at this cost: all ${cpus} cores busy ${fmt(allCores)}/s = ${fmt(allCores / baseline, 2)} × noop, the event loop busy ${fmt(eventLoop)}/s = ${fmt(eventLoop / baseline, 2)} × noop`,
+    )
+  }
+
   let targetsMet = true
   const gifts = run.results.filter((r) => r.name === 'gift')
   for (const gift of gifts) {
