@@ -14,6 +14,16 @@ const CODE_FORMAT = /^[a-z0-9_]+(:[A-Za-z0-9_-]+)+$/
 export class AccountDirectory {
   private readonly cache = new Map<string, Account>()
 
+  /**
+   * The account, if it is cached (it was resolved before) and matches the
+   * spec: no database, no promise. Otherwise undefined, and resolve tells why.
+   * Only well-formed codes are ever cached, so a hit needs no format check.
+   */
+  cached(ref: AccountRef): Account | undefined {
+    const account = this.cache.get(typeof ref === 'string' ? ref : ref.code)
+    return account && (typeof ref === 'string' || matches(account, ref)) ? account : undefined
+  }
+
   /** Resolves every ref (creating spec'd accounts that do not exist yet), index-aligned with refs. */
   async resolve(db: DbOrTx, refs: readonly AccountRef[]): Promise<Account[]> {
     const specs = new Map<string, AccountSpec | null>()
@@ -75,13 +85,17 @@ export class AccountDirectory {
   }
 }
 
-function assertMatches(account: Account, spec: AccountSpec): void {
-  const same =
+function matches(account: Account, spec: AccountSpec): boolean {
+  return (
     account.type === spec.type &&
     account.unit === spec.unit &&
     account.allowNegative === (spec.allowNegative ?? false) &&
     (account.ownerId ?? null) === (spec.ownerId ?? null)
-  if (!same) {
+  )
+}
+
+function assertMatches(account: Account, spec: AccountSpec): void {
+  if (!matches(account, spec)) {
     throw new LedgerError(
       'ACCOUNT_MISMATCH',
       `account ${spec.code} exists with a different type, unit or owner`,

@@ -3,7 +3,7 @@ import type { Database, Db, DbOrTx, OneTrip, Tx } from '../db/client.js'
 import { rowsOf } from '../db/rows.js'
 import { ledgerAccounts, ledgerEntries, ledgerHolds } from '../db/schema.js'
 import { AccountDirectory } from './accounts.js'
-import { BalanceReads } from './balance-reads.js'
+import { BalanceReads, type BalanceRow } from './balance-reads.js'
 import { Coalescer } from './coalescer.js'
 import { invalid, LedgerError } from './errors.js'
 import { createHoldInTx, type PostHoldOptions, postHoldInTx, releaseHoldInTx, validateHold } from './holds.js'
@@ -426,22 +426,20 @@ export class Ledger {
    * The current balance, read from the account row: constant time. A sharded
    * account's is the sum over it and its shards (at most LANES_MAX rows).
    */
-  async balance(ref: AccountRef): Promise<AccountBalance> {
-    const [account] = await this.accounts.resolve(this.db, [ref])
-    const [row] = this.sharded((account as Account).code)
-      ? await this.shardedBalance(account as Account)
-      : [await this.balanceReads.read((account as Account).id)]
-    if (!row)
-      throw new LedgerError('UNKNOWN_ACCOUNT', `no account ${typeof ref === 'string' ? ref : ref.code}`)
-    return {
-      account: account as Account,
-      balance: row.balance,
-      available: row.balance - row.heldAmount,
-      held: row.heldAmount,
-      debitsTotal: row.debitsTotal,
-      creditsTotal: row.creditsTotal,
-      lastSeq: row.lastSeq,
-    }
+  balance(ref: AccountRef): Promise<AccountBalance> {
+    // The usual case, an account read before and not sharded: its row, with no other step.
+    const known = this.accounts.cached(ref)
+    if (known !== undefined && !this.sharded(known.code))
+      return this.balanceReads.read(known.id).then((row) => balanceOf(known, row, ref))
+    return this.resolvedBalance(ref)
+  }
+
+  private async resolvedBalance(ref: AccountRef): Promise<AccountBalance> {
+    const [account] = (await this.accounts.resolve(this.db, [ref])) as [Account]
+    const [row] = this.sharded(account.code)
+      ? await this.shardedBalance(account)
+      : [await this.balanceReads.read(account.id)]
+    return balanceOf(account, row, ref)
   }
 
   /**
@@ -602,5 +600,18 @@ export class Ledger {
     if (code === undefined) throw new LedgerError('UNKNOWN_ACCOUNT', `no account ${id}`)
     const [account] = await this.accounts.resolve(tx, [code])
     return account as Account
+  }
+}
+
+function balanceOf(account: Account, row: BalanceRow | undefined, ref: AccountRef): AccountBalance {
+  if (!row) throw new LedgerError('UNKNOWN_ACCOUNT', `no account ${typeof ref === 'string' ? ref : ref.code}`)
+  return {
+    account,
+    balance: row.balance,
+    available: row.balance - row.heldAmount,
+    held: row.heldAmount,
+    debitsTotal: row.debitsTotal,
+    creditsTotal: row.creditsTotal,
+    lastSeq: row.lastSeq,
   }
 }

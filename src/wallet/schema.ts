@@ -50,7 +50,8 @@ export const Wallet = builder.objectRef<WalletShape>('Wallet').implement({
   fields: (t) => ({
     coins: t.field({
       type: 'Amount',
-      resolve: async (w, _args, ctx) => w.coins ?? (await walletBalance(ctx.services.ledger, w.userId)).coins,
+      resolve: (w, _args, ctx) =>
+        w.coins ?? walletBalance(ctx.services.ledger, w.userId).then((b) => b.coins),
     }),
     updatedAt: t.field({
       type: 'DateTime',

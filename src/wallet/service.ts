@@ -23,9 +23,8 @@ export const GRANT_COINS_MAX = 10_000_000n
 export const REASON_LENGTH_MAX = 200
 export const DAILY_LIMIT_MAX = 1_000_000_000_000n
 
-export async function walletBalance(ledger: Ledger, userId: string) {
-  const b = await ledger.balance(userWallet(userId))
-  return { coins: b.balance, available: b.available }
+export function walletBalance(ledger: Ledger, userId: string): Promise<{ coins: bigint; available: bigint }> {
+  return ledger.balance(userWallet(userId)).then((b) => ({ coins: b.balance, available: b.available }))
 }
 
 export async function earningsBalance(ledger: Ledger, userId: string) {

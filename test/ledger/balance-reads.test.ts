@@ -85,4 +85,25 @@ describe('balance reads', () => {
     expect(settled.map((s) => s.status)).toEqual(['rejected', 'rejected'])
     expect((await reads.read(known))?.balance).toBe(200n)
   })
+
+  // ledger.balance answers an account it resolved before without resolving it
+  // again; a spec that does not match the account, or a code that names none,
+  // still gets the refusal, as a rejected promise (never a throw).
+  it('refuses a spec that does not match the cached account, an unknown code and a malformed one, each as a rejection', async () => {
+    const known = (await ledger.balance(wallet(4))).account
+    const mismatched = { ...wallet(4), allowNegative: true }
+    const settled = await Promise.allSettled(
+      [mismatched, 'user:nobody:wallet', 'not a code'].map((ref) => {
+        const answer = ledger.balance(ref)
+        expect(answer).toBeInstanceOf(Promise)
+        return answer
+      }),
+    )
+    expect(
+      settled.map((s) => (s.status === 'rejected' ? (s.reason as { code?: string }).code : s.status)),
+    ).toEqual(['ACCOUNT_MISMATCH', 'UNKNOWN_ACCOUNT', 'UNKNOWN_ACCOUNT'])
+    // The cached account itself still reads, by spec and by code.
+    expect((await ledger.balance(wallet(4))).balance).toBe(400n)
+    expect((await ledger.balance(known.code)).balance).toBe(400n)
+  })
 })
